@@ -1,0 +1,301 @@
+"""Monte Carlo Δ_k for every k at once, and the pointwise curve |L_k(w*) − L_{k−1}(w*)|.
+
+Δ_k = E_{w~p} (L_k(w) − L_{k−1}(w))², p = N(w*, σ² P Pᵀ). One vector of per-sample losses at a
+parameter draw gives d_k(w) = L_k(w) − L_{k−1}(w) = (l_k(w) − L_{k−1}(w)) / k for *every*
+k = 2..K through one cumulative sum; nothing is recomputed per k. Each result carries a standard
+error per k, the count of draws whose losses were not finite, and (optionally) the spread over
+several data orders. Closed forms live in ``curvature``; rate fits in ``theory``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ._checks import check_int, check_positive
+from .directions import Subspace, check_subspace
+from .problem import Problem
+
+#: Per-draw values are kept for bootstrap intervals while they take at most this many floats.
+MAX_KEPT_SAMPLES = 20_000_000
+
+
+@dataclass(frozen=True, eq=False)
+class Curve:
+    """Δ_k estimated by Monte Carlo, for k = 2..K.
+
+    Attributes:
+        k: sample counts 2..K.
+        value: the estimate of Δ_k (mean of d_k² over draws, and over orders when there are several).
+        stderr: its standard error over draws (over antithetic pairs when ``antithetic``).
+        sigma: the standard deviation of the perturbation.
+        draws: parameter vectors evaluated.
+        dim: d, the number of directions perturbed (N in the full space).
+        nonfinite: per k, the number of draws left out because a loss was not finite.
+        orders: the number of data orders averaged (the first is the Problem's own order).
+        per_order: (orders, K−1) estimates for each order, or None for a single order.
+        samples: (units, K−1) per-draw (per-pair) values of d_k² for bootstraps, or None when too
+            large to keep.
+        antithetic: whether draws came in pairs ±z.
+    """
+
+    k: np.ndarray
+    value: np.ndarray
+    stderr: np.ndarray
+    sigma: float
+    draws: int
+    dim: int
+    nonfinite: np.ndarray
+    orders: int = 1
+    per_order: np.ndarray | None = None
+    samples: np.ndarray | None = None
+    antithetic: bool = False
+
+    @property
+    def relative_stderr(self) -> np.ndarray:
+        """stderr / value per k (inf where the value is 0)."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(self.value > 0, self.stderr / self.value, np.inf)
+
+    def fit_rate(self, k_min: int = 10, k_max: int | None = None, **kwargs):
+        """Fit Δ_k ≈ C k^(−α) on ``k_min ≤ k ≤ k_max``; see ``theory.fit_rate``."""
+        from .theory import fit_rate
+
+        return fit_rate(
+            self.k,
+            self.value,
+            k_min=k_min,
+            k_max=k_max,
+            samples=self.samples,
+            stderr=self.stderr,
+            **kwargs,
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class PointwiseCurve:
+    """|L_k(w*) − L_{k−1}(w*)| for k = 2..K over several random data orders (paper 002).
+
+    Attributes:
+        k: sample counts 2..K.
+        value: mean over orders.
+        stderr: standard error of that mean over orders.
+        lower, upper: the central ``level`` band of the orders (empirical quantiles).
+        level: the band's coverage.
+        orders: number of orders (the first is the Problem's own order).
+        samples: (orders, K−1) the curve of each order.
+    """
+
+    k: np.ndarray
+    value: np.ndarray
+    stderr: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    level: float
+    orders: int
+    samples: np.ndarray
+
+    def fit_rate(self, k_min: int = 10, k_max: int | None = None, **kwargs):
+        """Fit the mean curve ≈ C k^(−α); theory for the pointwise metric predicts α = 1."""
+        from .theory import fit_rate
+
+        return fit_rate(
+            self.k, self.value, k_min=k_min, k_max=k_max, samples=self.samples, **kwargs
+        )
+
+
+def prefix_differences(losses: Tensor) -> Tensor:
+    """d_k = L_k − L_{k−1} = (l_k − L_{k−1}) / k for k = 2..K, from per-sample losses (..., K).
+
+    Uses one cumulative sum; returns (..., K−1) in the input dtype.
+
+    Example:
+        >>> prefix_differences(torch.tensor([1.0, 3.0, 2.0]))
+        tensor([1., 0.])
+    """
+    K = losses.shape[-1]
+    k = torch.arange(2, K + 1, device=losses.device, dtype=losses.dtype)
+    previous_means = losses.cumsum(-1)[..., :-1] / (k - 1)
+    return (losses[..., 1:] - previous_means) / k
+
+
+def order_permutations(num_samples: int, orders: int, seed: int) -> Tensor:
+    """``orders`` permutations of range(K): the identity first, then seeded random ones."""
+    generator = torch.Generator().manual_seed(int(seed))
+    perms = [torch.arange(num_samples)]
+    perms += [torch.randperm(num_samples, generator=generator) for _ in range(orders - 1)]
+    return torch.stack(perms)
+
+
+def monte_carlo(
+    prob: Problem,
+    sigma: float,
+    draws: int,
+    subspace: Subspace | None = None,
+    seed: int = 0,
+    *,
+    antithetic: bool = False,
+    orders: int = 1,
+    order_seed: int = 0,
+    progress: bool = True,
+) -> Curve:
+    """Monte Carlo estimate of Δ_k = E (L_k(w) − L_{k−1}(w))² for every k = 2..K.
+
+    Draws w = w* + P z, z ~ N(0, σ² I_d), with P the subspace basis (the identity in the full
+    space), so every one of the d directions moves. Each draw costs one evaluation of the K
+    per-sample losses; all Δ_k follow from cumulative sums. Draws whose losses are not finite
+    (possible at large σ) are left out of the k they affect and counted in ``nonfinite``.
+
+    Args:
+        prob: the problem (network, ordered samples, centre).
+        sigma: standard deviation of the Gaussian perturbation, > 0.
+        draws: number of parameter vectors to evaluate (even when ``antithetic``).
+        subspace: perturb only inside this subspace; None for the full space.
+        seed: seed of the perturbations; the same seed gives the same curve.
+        antithetic: draw pairs (z, −z) and average each pair before taking the mean. Under the
+            quadratic model this cancels the odd term cᵀz·(a + ½zᵀMz) of d_k², which dominates
+            the variance when the gradient difference is large; benchmarks/ measures the gain.
+        orders: average over this many data orders (the Problem's order first, then random ones
+            drawn with ``order_seed``); the per-order curves are kept in ``per_order``.
+        progress: show a progress bar over chunks of draws.
+
+    Returns:
+        A ``Curve`` with value and standard error for every k.
+    """
+    sigma = check_positive("sigma", sigma)
+    draws = check_int("draws", draws, low=2)
+    orders = check_int("orders", orders, low=1)
+    if antithetic and draws % 2:
+        raise ValueError(f"draws={draws} must be even when antithetic=True (pairs ±z).")
+    if prob.num_samples < 2:
+        raise ValueError("the problem needs at least K=2 samples to compare L_k with L_{k-1}.")
+    subspace = check_subspace(prob, subspace)
+    dim = prob.num_params if subspace is None else subspace.dim
+
+    perms = order_permutations(prob.num_samples, orders, order_seed).to(prob.device)
+    generator = torch.Generator().manual_seed(int(seed))
+    pair = 2 if antithetic else 1
+    units = draws // pair
+    keep = units * (prob.num_samples - 1) <= MAX_KEPT_SAMPLES
+    chunk_units = max(1, prob.chunk_sizes(draws)[0] // pair)
+
+    stats = _RunningMoments(prob.num_samples - 1, orders)
+    kept = []
+    bar = _progress(progress, units, "Monte Carlo draws")
+    for start in range(0, units, chunk_units):
+        n = min(chunk_units, units - start)
+        z = torch.stack(
+            [torch.randn(dim, generator=generator, dtype=torch.float64) for _ in range(n)]
+        )
+        z = (sigma * z).to(device=prob.device, dtype=prob.dtype)
+        if antithetic:
+            z = torch.cat([z, -z])
+        step = z if subspace is None else z @ subspace.basis.T
+        losses = prob.per_sample_losses(prob.center + step).to(torch.float64)
+        sq = prefix_differences(losses[:, perms]).square()  # (n·pair, orders, K−1)
+        if antithetic:
+            sq = 0.5 * (sq[:n] + sq[n:])
+        stats.update(sq)
+        if keep:
+            kept.append(sq.mean(1).float().cpu())
+        bar.update(n)
+    bar.close()
+
+    per_order = stats.per_order_mean()
+    return Curve(
+        k=np.arange(2, prob.num_samples + 1),
+        value=stats.mean(),
+        stderr=stats.stderr(),
+        sigma=sigma,
+        draws=draws,
+        dim=dim,
+        nonfinite=stats.nonfinite * pair,
+        orders=orders,
+        per_order=per_order if orders > 1 else None,
+        samples=torch.cat(kept).numpy() if keep else None,
+        antithetic=antithetic,
+    )
+
+
+def pointwise(
+    prob: Problem, orders: int = 100, seed: int = 0, level: float = 0.9
+) -> PointwiseCurve:
+    """|L_k(w*) − L_{k−1}(w*)| for k = 2..K over ``orders`` data orders (paper 002's metric).
+
+    One evaluation of the per-sample losses at w*; each order is a permutation of them followed by
+    a cumulative sum. The first order is the Problem's own. Nothing is smoothed: the band is the
+    empirical central ``level`` quantile range of the orders.
+    """
+    orders = check_int("orders", orders, low=1)
+    level = check_positive("level", level)
+    if level >= 1:
+        raise ValueError(f"level={level} must be in (0, 1).")
+    if prob.num_samples < 2:
+        raise ValueError("the problem needs at least K=2 samples to compare L_k with L_{k-1}.")
+    losses = prob.per_sample_losses(prob.center).to(torch.float64)
+    perms = order_permutations(prob.num_samples, orders, seed).to(prob.device)
+    curves = prefix_differences(losses[perms]).abs().cpu().numpy()
+    tail = (1 - level) / 2
+    return PointwiseCurve(
+        k=np.arange(2, prob.num_samples + 1),
+        value=curves.mean(0),
+        stderr=curves.std(0, ddof=1) / np.sqrt(orders) if orders > 1 else np.zeros(curves.shape[1]),
+        lower=np.quantile(curves, tail, axis=0),
+        upper=np.quantile(curves, 1 - tail, axis=0),
+        level=level,
+        orders=orders,
+        samples=curves,
+    )
+
+
+class _RunningMoments:
+    """Mean and variance over draws per k, merged chunk by chunk (Chan et al.), skipping non-finite.
+
+    A unit's value at k is the mean over orders of d_k²; the unit is left out at k when any
+    order's value there is not finite.
+    """
+
+    def __init__(self, length: int, orders: int) -> None:
+        self.count = np.zeros(length)
+        self._mean = np.zeros(length)
+        self.m2 = np.zeros(length)
+        self.order_sum = np.zeros((orders, length))
+        self.nonfinite = np.zeros(length, dtype=np.int64)
+
+    def update(self, sq: Tensor) -> None:
+        sq = sq.cpu().numpy()  # (n, orders, K−1)
+        finite = np.isfinite(sq).all(1)  # (n, K−1)
+        unit = np.where(finite, sq.mean(1), 0.0)
+        self.order_sum += np.where(finite[:, None, :], sq, 0.0).sum(0)
+        self.nonfinite += (~finite).sum(0)
+        n = finite.sum(0).astype(float)
+        safe_n = np.maximum(n, 1)
+        mean = unit.sum(0) / safe_n
+        m2 = (np.where(finite, unit - mean, 0.0) ** 2).sum(0)
+        total = self.count + n
+        safe_total = np.maximum(total, 1)
+        delta = mean - self._mean
+        self._mean = self._mean + delta * n / safe_total
+        self.m2 = self.m2 + m2 + delta**2 * self.count * n / safe_total
+        self.count = total
+
+    def mean(self) -> np.ndarray:
+        return np.where(self.count > 0, self._mean, np.nan)
+
+    def stderr(self) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            var = self.m2 / (self.count - 1)
+            return np.where(self.count > 1, np.sqrt(var / self.count), np.nan)
+
+    def per_order_mean(self) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(self.count > 0, self.order_sum / self.count, np.nan)
+
+
+def _progress(enabled: bool, total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="draw", disable=not enabled, leave=False)

@@ -1,0 +1,130 @@
+"""Subspaces of parameter space and the random directions that span them.
+
+A ``Subspace`` is an (N, d) basis P; a perturbation is w = w* + P z with z ~ N(0, σ² I_d), which
+moves the parameters along *every* one of the d columns (the papers' code only ever applied the
+first). The basis may be any full-column-rank or even rank-deficient matrix: nothing here assumes
+orthonormal columns. Builders: ``random`` (Gaussian, orthonormalised; or filter-normalised as in
+Li et al. 2018). Hessian eigen-directions come from ``hessian.top_eigenpairs``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ._checks import check_choice, check_int
+from .problem import Problem
+
+_KINDS = ("gaussian", "filter")
+
+
+@dataclass(frozen=True, eq=False)
+class Subspace:
+    """A d-dimensional subspace of parameter space given by a basis P of shape (N, d).
+
+    Attributes:
+        basis: the (N, d) basis; its columns need not be orthonormal.
+        kind: where the basis came from ("custom", "gaussian", "filter", "hessian").
+    """
+
+    basis: Tensor
+    kind: str = "custom"
+
+    def __post_init__(self) -> None:
+        basis = torch.as_tensor(self.basis)
+        if basis.ndim != 2 or basis.shape[1] < 1:
+            raise ValueError(f"basis must have shape (N, d) with d >= 1; got {tuple(basis.shape)}.")
+        if basis.shape[1] > basis.shape[0]:
+            raise ValueError(f"basis has d={basis.shape[1]} columns, more than N={basis.shape[0]}.")
+        if not basis.is_floating_point() or not torch.isfinite(basis).all():
+            raise ValueError("basis must be a finite floating-point tensor.")
+        object.__setattr__(self, "basis", basis)
+
+    @property
+    def dim(self) -> int:
+        """d, the number of directions."""
+        return self.basis.shape[1]
+
+    @property
+    def num_params(self) -> int:
+        """N, the dimension of the parameter space."""
+        return self.basis.shape[0]
+
+    def gram(self) -> Tensor:
+        """PᵀP, the (d, d) Gram matrix of the basis."""
+        return self.basis.T @ self.basis
+
+    def is_orthonormal(self, tol: float = 1e-6) -> bool:
+        """Whether PᵀP = I within ``tol``."""
+        eye = torch.eye(self.dim, dtype=self.basis.dtype, device=self.basis.device)
+        return bool((self.gram() - eye).abs().max() <= tol)
+
+    def to(self, device: torch.device | str, dtype: torch.dtype) -> Subspace:
+        """The same subspace with its basis on ``device`` in ``dtype``."""
+        return Subspace(self.basis.to(device=device, dtype=dtype), self.kind)
+
+
+def check_subspace(prob: Problem, subspace: Subspace | None) -> Subspace | None:
+    """Validate that ``subspace`` lives in ``prob``'s parameter space; move it to its device."""
+    if subspace is None:
+        return None
+    if not isinstance(subspace, Subspace):
+        raise ValueError(f"subspace must be a directions.Subspace or None, got {type(subspace)}.")
+    if subspace.num_params != prob.num_params:
+        raise ValueError(
+            f"subspace has N={subspace.num_params} rows but the problem has N={prob.num_params} "
+            "parameters."
+        )
+    return subspace.to(prob.device, prob.dtype)
+
+
+def random(prob: Problem, d: int, kind: str = "gaussian", seed: int = 0) -> Subspace:
+    """d random directions in ``prob``'s parameter space.
+
+    ``"gaussian"``: a uniformly random d-dimensional subspace, returned with an orthonormal basis
+    (QR of an N×d standard Gaussian matrix), so that P z with z ~ N(0, σ²I_d) is the projection of
+    the full-space perturbation N(0, σ²I_N).
+
+    ``"filter"``: filter-normalised directions (Li et al. 2018, "Visualizing the loss landscape of
+    neural nets"): each column starts Gaussian; for every weight tensor with at least two
+    dimensions, each filter (slice along the first dimension: a neuron's incoming weights or a
+    convolution's output channel) is rescaled to the Frobenius norm of the matching filter of w*;
+    one-dimensional parameters (biases, batch-norm scales and shifts) are set to zero. The columns
+    are not orthonormal.
+
+    Example:
+        >>> sub = random(prob, 2, kind="filter", seed=0)   # doctest: +SKIP
+        >>> sub.basis.shape
+        torch.Size([N, 2])
+    """
+    check_choice("kind", kind, _KINDS)
+    d = check_int("d", d, low=1, high=prob.num_params)
+    generator = torch.Generator().manual_seed(int(seed))
+    gaussian = torch.randn(prob.num_params, d, generator=generator, dtype=torch.float64)
+    if kind == "gaussian":
+        basis, _ = torch.linalg.qr(gaussian)
+    else:
+        basis = _filter_normalise(prob, gaussian)
+    return Subspace(basis.to(device=prob.device, dtype=prob.dtype), kind)
+
+
+def _filter_normalise(prob: Problem, directions: Tensor) -> Tensor:
+    """Rescale each filter of each column of ``directions`` (N, d) to the norm of w*'s filter."""
+    center = prob.unflatten(prob.center.detach().to("cpu", torch.float64))
+    columns = []
+    for column in directions.T:
+        pieces = prob.unflatten(column)
+        scaled = []
+        for name, piece in pieces.items():
+            weight = center[name]
+            if piece.ndim <= 1:
+                scaled.append(torch.zeros_like(piece))
+                continue
+            axes = tuple(range(1, piece.ndim))
+            weight_norm = weight.norm(dim=axes, keepdim=True)
+            piece_norm = piece.norm(dim=axes, keepdim=True).clamp_min(1e-30)
+            scaled.append(piece * weight_norm / piece_norm)
+        columns.append(prob.flatten(scaled))
+    return torch.stack(columns, dim=1)

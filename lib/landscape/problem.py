@@ -1,0 +1,281 @@
+"""The Problem: a network, its samples in prefix order, and the centre w*.
+
+``Problem`` owns everything the estimators need and nothing they compute: a private copy of the
+network (the caller's model is never touched), the samples in the fixed order that defines the
+prefixes D_k, the flat parameter vector w* at which everything is expanded, and a functional
+per-sample loss l_i(w) that evaluates one or a batch of flat parameter vectors, chunked so memory
+stays bounded. Monte Carlo lives in ``delta``, curvature in ``curvature`` and ``hessian``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+from torch.nn import functional as F
+
+from ._checks import check_choice, check_int, resolve_device
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def _cross_entropy(output: Tensor, target: Tensor) -> Tensor:
+    return F.cross_entropy(output, target, reduction="none")
+
+
+def _squared_error(output: Tensor, target: Tensor) -> Tensor:
+    target = target.reshape(output.shape).to(output.dtype)
+    return (output - target).pow(2).flatten(1).sum(1)
+
+
+#: Per-sample losses by name: each maps (outputs (n, ...), targets (n, ...)) to losses (n,).
+LOSSES: dict[str, LossFn] = {"cross_entropy": _cross_entropy, "mse": _squared_error}
+
+#: Layers whose training mode makes the loss random or batch-dependent.
+_STOCHASTIC_IN_TRAINING = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
+
+_STRATEGIES = ("auto", "loop", "vmap")
+
+
+class Problem:
+    """A network with its samples in prefix order, expanded around the centre w*.
+
+    The loss on the first k samples is L_k(w) = (1/k) Σ_{i≤k} l_i(w); ``per_sample_losses``
+    returns every l_i(w) at once, so all prefixes follow from one cumulative sum.
+
+    Args:
+        net: the trained network. It is copied; the copy is moved to ``device`` and ``dtype``.
+            It must be deterministic: dropout and batch-norm layers in training mode are refused
+            (call ``net.eval()`` first).
+        X: inputs, already in prefix order, shape (K, *input_shape).
+        y: targets in the same order, shape (K,) (class indices) or (K, ...) for ``loss="mse"``.
+        loss: ``"cross_entropy"`` (mean cross-entropy, the papers' loss) or ``"mse"``
+            (per-sample squared error summed over outputs).
+        dtype: floating dtype of the computation; ``None`` keeps the network's.
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``...
+        max_memory: bytes one chunk of activations may use; chunk sizes over draws and samples
+            follow from it.
+        strategy: ``"loop"`` (one batched forward per parameter vector), ``"vmap"`` (vectorised
+            over parameter vectors), or ``"auto"``: the first batch of several vectors times both
+            on a few draws and keeps the faster (both give the same numbers; which wins depends
+            on the network's size and the device — benchmarks/ measures it).
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Linear(3, 2)).eval()
+        >>> prob = Problem(net, torch.randn(5, 3), torch.tensor([0, 1, 0, 1, 1]))
+        >>> prob.per_sample_losses(prob.center).shape
+        torch.Size([5])
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        X: Tensor,
+        y: Tensor,
+        *,
+        loss: str = "cross_entropy",
+        dtype: torch.dtype | None = None,
+        device: str | torch.device | None = "auto",
+        max_memory: int = 256 * 2**20,
+        strategy: str = "auto",
+    ) -> None:
+        if not isinstance(net, nn.Module):
+            raise ValueError(f"net must be a torch.nn.Module, got {type(net).__name__}.")
+        _refuse_stochastic(net)
+        X, y = torch.as_tensor(X), torch.as_tensor(y)
+        if X.ndim < 1 or y.ndim < 1 or len(X) != len(y):
+            raise ValueError(
+                f"X and y must hold the same number of samples; got X {tuple(X.shape)}, "
+                f"y {tuple(y.shape)}."
+            )
+        check_int("number of samples (len(X))", len(X), low=1)
+        self.loss_name = check_choice("loss", loss, LOSSES)
+        self.max_memory = check_int("max_memory", max_memory, low=1)
+        self.strategy = check_choice("strategy", strategy, _STRATEGIES)
+        self.device = resolve_device(device)
+        params = list(net.parameters())
+        if not params:
+            raise ValueError("net has no parameters.")
+        self.dtype = dtype if dtype is not None else params[0].dtype
+        if not self.dtype.is_floating_point:
+            raise ValueError(f"dtype={self.dtype} must be a floating dtype.")
+
+        model = copy.deepcopy(net).to(device=self.device, dtype=self.dtype).eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        self.model = model
+        self.loss_fn = LOSSES[loss]
+        self.names = [name for name, _ in model.named_parameters()]
+        self.shapes = [p.shape for _, p in model.named_parameters()]
+        self.numels = [p.numel() for _, p in model.named_parameters()]
+        self.buffers = {name: b for name, b in model.named_buffers()}
+        self.center = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).clone()
+
+        self.X = X.to(device=self.device, dtype=self.dtype if X.is_floating_point() else X.dtype)
+        target_dtype = self.dtype if loss == "mse" else torch.long
+        self.y = y.to(device=self.device, dtype=target_dtype)
+        self._bytes_per_sample = _activation_bytes(model, self.X[:1])
+        self._check_deterministic()
+
+    # -- sizes -------------------------------------------------------------------------------
+
+    @property
+    def num_params(self) -> int:
+        """N, the number of parameters."""
+        return self.center.numel()
+
+    @property
+    def num_samples(self) -> int:
+        """K, the number of samples (the largest prefix)."""
+        return len(self.X)
+
+    def __repr__(self) -> str:
+        return (
+            f"Problem(N={self.num_params}, K={self.num_samples}, loss={self.loss_name!r}, "
+            f"dtype={self.dtype}, device={self.device})"
+        )
+
+    # -- parameters ----------------------------------------------------------------------------
+
+    def unflatten(self, w: Tensor) -> dict[str, Tensor]:
+        """Split a flat vector (N,) or a batch (B, N) into named parameter tensors."""
+        lead = w.shape[:-1]
+        pieces = torch.split(w, self.numels, dim=-1)
+        return {
+            name: piece.reshape(*lead, *shape)
+            for name, piece, shape in zip(self.names, pieces, self.shapes)
+        }
+
+    def flatten(self, tensors: dict[str, Tensor] | list[Tensor]) -> Tensor:
+        """Concatenate per-parameter tensors (in the model's order) into one flat vector."""
+        values = tensors.values() if isinstance(tensors, dict) else tensors
+        return torch.cat([t.reshape(-1) for t in values])
+
+    def as_vector(self, w: Tensor) -> Tensor:
+        """Validate a flat parameter vector or batch and put it on the Problem's device/dtype."""
+        w = torch.as_tensor(w)
+        if w.ndim not in (1, 2) or w.shape[-1] != self.num_params:
+            raise ValueError(
+                f"W must have shape (N,) or (B, N) with N={self.num_params}; got {tuple(w.shape)}."
+            )
+        return w.to(device=self.device, dtype=self.dtype)
+
+    # -- losses --------------------------------------------------------------------------------
+
+    def output(self, w: Tensor, X: Tensor) -> Tensor:
+        """Network outputs at the flat parameter vector ``w`` (N,) for inputs ``X``."""
+        return functional_call(self.model, (self.unflatten(w), self.buffers), (X,))
+
+    def sample_losses(self, w: Tensor, X: Tensor, y: Tensor) -> Tensor:
+        """Per-sample losses at one flat vector ``w`` (N,) for given samples; differentiable."""
+        return self.loss_fn(self.output(w, X), y)
+
+    def per_sample_losses(self, W: Tensor, *, progress: bool = False) -> Tensor:
+        """Per-sample losses l_i(w) for i = 1..K at one vector (N,) -> (K,) or a batch (B, N) -> (B, K).
+
+        Functional (the model is never modified), without autograd, chunked over parameter vectors
+        and samples so that no chunk's activations exceed ``max_memory`` bytes.
+        """
+        W = self.as_vector(W)
+        single = W.ndim == 1
+        W = W.reshape(-1, self.num_params)
+        if self.strategy == "auto" and len(W) >= 4:
+            self.strategy = self._fastest_strategy(W)
+        out = torch.empty(len(W), self.num_samples, device=self.device, dtype=self.dtype)
+        draw_chunk, sample_chunk = self.chunk_sizes(len(W))
+        starts = range(0, len(W), draw_chunk)
+        if progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="draws", unit="chunk", leave=False)
+        with torch.no_grad():
+            for b0 in starts:
+                block = W[b0 : b0 + draw_chunk]
+                for k0 in range(0, self.num_samples, sample_chunk):
+                    Xc = self.X[k0 : k0 + sample_chunk]
+                    yc = self.y[k0 : k0 + sample_chunk]
+                    out[b0 : b0 + len(block), k0 : k0 + len(Xc)] = self._losses_block(block, Xc, yc)
+        return out[0] if single else out
+
+    def chunk_sizes(self, draws: int) -> tuple[int, int]:
+        """(draws per chunk, samples per chunk) that keep one chunk within ``max_memory``."""
+        per_sample = max(self._bytes_per_sample, 1)
+        samples_fit = max(1, self.max_memory // per_sample)
+        sample_chunk = min(self.num_samples, samples_fit)
+        if self.strategy != "vmap":
+            return min(draws, 64), sample_chunk
+        per_draw = per_sample * sample_chunk + self.num_params * self.dtype.itemsize
+        return max(1, min(draws, self.max_memory // per_draw)), sample_chunk
+
+    def _fastest_strategy(self, W: Tensor) -> str:
+        """Time the loop and the vmap strategy on a few draws; return the faster."""
+        import time
+
+        timings = {}
+        for strategy in ("loop", "vmap"):
+            self.strategy = strategy
+            block = W[: min(len(W), 8, self.chunk_sizes(len(W))[0])]
+            n = self.chunk_sizes(len(block))[1]
+            with torch.no_grad():
+                self._losses_block(block, self.X[:n], self.y[:n])  # warm-up
+                start = time.perf_counter()
+                self._losses_block(block, self.X[:n], self.y[:n])
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+            timings[strategy] = (time.perf_counter() - start) / len(block)
+        return min(timings, key=timings.get)
+
+    def _losses_block(self, W: Tensor, X: Tensor, y: Tensor) -> Tensor:
+        if self.strategy != "vmap":
+            return torch.stack([self.sample_losses(w, X, y) for w in W])
+        return vmap(self.sample_losses, in_dims=(0, None, None))(W, X, y)
+
+    # -- safety ----------------------------------------------------------------------------------
+
+    def _check_deterministic(self) -> None:
+        """Two evaluations at w* must agree (catches randomness a layer scan cannot see)."""
+        first = self.per_sample_losses(self.center[None])[0, :8]
+        again = self.per_sample_losses(self.center[None])[0, :8]
+        if not torch.equal(first.nan_to_num(), again.nan_to_num()):
+            raise ValueError(
+                "net is not deterministic: two evaluations at the same parameters gave different "
+                "losses. Put every random layer in eval mode (net.eval()) before building a Problem."
+            )
+
+
+def _refuse_stochastic(net: nn.Module) -> None:
+    offenders = [
+        f"{name or type(m).__name__} ({type(m).__name__})"
+        for name, m in net.named_modules()
+        if isinstance(m, _STOCHASTIC_IN_TRAINING) and m.training
+    ]
+    if offenders:
+        raise ValueError(
+            "net is in training mode with layers that make the loss random or batch-dependent: "
+            f"{', '.join(offenders[:4])}{'…' if len(offenders) > 4 else ''}. Call net.eval() "
+            "first (dropout off, batch-norm on running statistics); the Problem works on its own "
+            "copy and never changes your model."
+        )
+
+
+def _activation_bytes(model: nn.Module, x: Tensor) -> int:
+    """Bytes of all module outputs for one sample (an upper estimate of activation memory)."""
+    total = 0
+
+    def hook(_module, _inputs, output):
+        nonlocal total
+        if isinstance(output, Tensor):
+            total += output.numel() * output.element_size()
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return int(math.ceil(total + x.numel() * x.element_size())) * 2

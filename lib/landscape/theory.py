@@ -1,0 +1,285 @@
+"""Closed forms, bounds and rate fits: the mathematics the measured curves are checked against.
+
+Each function evaluates one formula, stated in its docstring, on numbers the estimators produced
+(``relu_mlp_norms`` reads the norms that paper 002's bound needs off a Problem). Conventions follow SPEC §1: d_k = L_k − L_{k−1} for k ≥ 2,
+M_k = Pᵀ(H_k − H̄_{k−1})P / k, perturbation z ~ N(0, σ² I_d).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._checks import check_choice, check_int, check_positive
+
+# -- closed forms ---------------------------------------------------------------------------------
+
+
+def complete_form(gap, grad_sq, trace, trace_sq, sigma: float) -> np.ndarray:
+    """E d_k² under the quadratic model d ≈ a + cᵀz + ½ zᵀMz, z ~ N(0, σ²I):
+
+        (a_k + σ²/2 · Tr M_k)² + σ² ‖c_k‖² + σ⁴/2 · Tr M_k².
+
+    Exact for a quadratic loss; the odd moments of z vanish and E(zᵀMz)² = σ⁴(Tr²M + 2 Tr M²).
+    """
+    s2 = check_positive("sigma", sigma) ** 2
+    gap, grad_sq, trace, trace_sq = map(np.asarray, (gap, grad_sq, trace, trace_sq))
+    return (gap + s2 / 2 * trace) ** 2 + s2 * grad_sq + s2**2 / 2 * trace_sq
+
+
+def paper_form(trace, trace_sq, sigma: float) -> np.ndarray:
+    """The main paper's §4.2 form σ⁴/4 · (Tr²M_k + 2 Tr M_k²).
+
+    It assumes a_k = 0 and c_k = 0; at a fixed w* neither holds, and at small σ the a_k² term
+    of ``complete_form`` dominates, so this form underestimates Δ_k by orders of magnitude.
+    """
+    s2 = check_positive("sigma", sigma) ** 2
+    trace, trace_sq = np.asarray(trace), np.asarray(trace_sq)
+    return s2**2 / 4 * (trace**2 + 2 * trace_sq)
+
+
+# -- bounds ---------------------------------------------------------------------------------------
+
+
+def lemma1_bound(spectral_norm, dim: int) -> np.ndarray:
+    """Lemma 1 of the main paper: Tr²A + 2 Tr A² ≤ N(N+2) ‖A‖₂² for symmetric A (N = dim).
+
+    From Tr A ≤ N‖A‖₂ and Tr A² = ‖A‖_F² ≤ N‖A‖₂².
+    """
+    dim = check_int("dim", dim, low=1)
+    return dim * (dim + 2) * np.asarray(spectral_norm, dtype=float) ** 2
+
+
+def hessian_difference_bound(max_hessian_norm: float, k, constant: str = "corrected") -> np.ndarray:
+    """Bound on ‖M_k‖₂² for M_k = (H_k − H̄_{k−1})/k with every ‖H_i‖₂ ≤ M_H.
+
+    ``"corrected"``: the triangle inequality gives ‖H_k − H̄_{k−1}‖₂ ≤ 2M_H, so
+    ‖M_k‖₂² ≤ 4M_H²/k². ``"paper"``: the main paper's §4.4 writes 2M_H²/k² (its (k+1) is our k),
+    a factor 2 too small.
+    """
+    check_choice("constant", constant, ("corrected", "paper"))
+    factor = 4.0 if constant == "corrected" else 2.0
+    return factor * float(max_hessian_norm) ** 2 / np.asarray(k, dtype=float) ** 2
+
+
+def theorem1_bound(sigma: float, dim: int, max_hessian_norm: float, k, constant: str = "corrected"):
+    """Theorem 1 of the main paper: the paper form is at most σ⁴/4 · d(d+2) ‖M_k‖₂², hence
+
+        Δ_k ≤ σ⁴ d(d+2) M_H² / k²     (corrected constant; the paper's text has half of it).
+
+    It bounds only the c = a = 0 part, so it cannot hold as σ → 0 while a_k ≠ 0: the measured
+    Δ_k tends to a_k², the bound to 0.
+    """
+    s = check_positive("sigma", sigma)
+    dim = check_int("dim", dim, low=1)
+    return (
+        s**4 / 4 * lemma1_bound(1.0, dim) * hessian_difference_bound(max_hessian_norm, k, constant)
+    )
+
+
+def complete_bound(
+    sigma: float, dim: int, max_loss: float, max_grad_norm: float, max_hessian_norm: float, k
+) -> np.ndarray:
+    """A bound on the complete quadratic model that holds for every σ:
+
+        Δ_k ≤ (2 M_ℓ² + 4 σ² M_g² + 2 σ⁴ d(d+1) M_H²) / k²,
+
+    from (x+y)² ≤ 2x² + 2y², |a_k| ≤ M_ℓ/k (losses in [0, M_ℓ]), ‖c_k‖ ≤ 2M_g/k,
+    Tr²M ≤ d²‖M‖₂², Tr M² ≤ d‖M‖₂² and ‖M_k‖₂ ≤ 2M_H/k, with M_ℓ = max l_i(w*),
+    M_g = max ‖Pᵀg_i‖, M_H = max ‖PᵀH_iP‖₂.
+    """
+    s2 = check_positive("sigma", sigma) ** 2
+    dim = check_int("dim", dim, low=1)
+    k = np.asarray(k, dtype=float)
+    numerator = (
+        2 * max_loss**2
+        + 4 * s2 * max_grad_norm**2
+        + 2 * s2**2 * dim * (dim + 1) * max_hessian_norm**2
+    )
+    return numerator / k**2
+
+
+def relu_mlp_hessian_bound(depth: int, max_input_norm: float, max_weight_norm: float) -> float:
+    """Paper 002's bound on a per-sample Hessian of a bias-free ReLU MLP with L hidden layers:
+
+        ‖H_i‖₂ ≤ L√2 · M_x² · M_W^{2L} + √2 · M_W² (M_W^{2L} − 1)/(M_W² − 1),
+
+    M_x = max ‖x_i‖, M_W = max over layers of the weight spectral norm (the geometric sum is L at
+    M_W = 1). Evaluate the norms with ``relu_mlp_norms``.
+    """
+    L = check_int("depth", depth, low=1)
+    mx, mw = float(max_input_norm), float(max_weight_norm)
+    first = L * np.sqrt(2) * mx**2 * mw ** (2 * L)
+    if np.isclose(mw, 1.0):
+        geometric = L
+    else:
+        geometric = (mw ** (2 * L) - 1) / (mw**2 - 1)
+    return float(first + np.sqrt(2) * mw**2 * geometric)
+
+
+def relu_mlp_norms(prob) -> tuple[int, float, float]:
+    """(L, M_x, M_W) of a bias-free ReLU MLP for ``relu_mlp_hessian_bound``.
+
+    L is the number of hidden layers (linear layers − 1), M_x = max_i ‖x_i‖ over the Problem's
+    samples, M_W = max over linear layers of the spectral norm of the weight at w*. Any other
+    network is refused: paper 002's bound is derived for this family only.
+    """
+    from torch import nn
+
+    allowed = (nn.Sequential, nn.Linear, nn.ReLU, nn.Flatten)
+    modules = list(prob.model.modules())
+    linears = [m for m in modules if isinstance(m, nn.Linear)]
+    if any(not isinstance(m, allowed) for m in modules) or any(m.bias is not None for m in linears):
+        raise ValueError(
+            "paper 002's Hessian bound holds for bias-free ReLU MLPs (Linear(bias=False), ReLU); "
+            "build one with models.build('mlp', ..., bias=False)."
+        )
+    weights = prob.unflatten(prob.center)
+    names = [n for n in prob.names if n.endswith("weight")]
+    norms = [float(np.linalg.norm(weights[n].detach().cpu().double().numpy(), 2)) for n in names]
+    max_input = float(prob.X.flatten(1).norm(dim=1).max())
+    return len(linears) - 1, max_input, max(norms)
+
+
+def pointwise_bound(max_loss: float, max_hessian_norm: float, radius: float, k) -> np.ndarray:
+    """Paper 002: |L_{k+1}(w) − L_k(w)| ≤ 2(M_ℓ + M_H R²)/(k+1) within radius R of w*.
+
+    In our indexing (d_k = L_k − L_{k−1}) the denominator is k.
+    """
+    return 2 * (max_loss + max_hessian_norm * radius**2) / np.asarray(k, dtype=float)
+
+
+# -- rates ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RateFit:
+    """log value = intercept + slope · log k, fitted on k_min ≤ k ≤ k_max.
+
+    Unpacks as ``slope, intercept, ci = fit``. ``alpha = −slope`` is the decay rate (Theorem 1
+    predicts 2 for Δ_k, paper 002 predicts 1 for the pointwise metric); ``constant = e^intercept``
+    is C in value ≈ C k^(−α). Intervals are bootstrap percentiles at ``level``.
+    """
+
+    slope: float
+    intercept: float
+    ci: tuple[float, float]
+    intercept_ci: tuple[float, float]
+    k_min: int
+    k_max: int
+    points: int
+    level: float
+    method: str
+
+    def __iter__(self):
+        return iter((self.slope, self.intercept, self.ci))
+
+    @property
+    def alpha(self) -> float:
+        return -self.slope
+
+    @property
+    def alpha_ci(self) -> tuple[float, float]:
+        return (-self.ci[1], -self.ci[0])
+
+    @property
+    def constant(self) -> float:
+        return float(np.exp(self.intercept))
+
+    def predict(self, k) -> np.ndarray:
+        """C k^(−α) at ``k`` (an extrapolation outside [k_min, k_max])."""
+        return np.exp(self.intercept + self.slope * np.log(np.asarray(k, dtype=float)))
+
+
+def fit_rate(
+    k,
+    values,
+    k_min: int = 10,
+    k_max: int | None = None,
+    *,
+    samples=None,
+    stderr=None,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> RateFit:
+    """Least-squares fit of log values = log C − α log k on k_min ≤ k ≤ k_max, with a bootstrap.
+
+    The interval resamples what the estimate is an average of: the draws (``samples``, units ×
+    len(k), whose column means are ``values``) when given; otherwise a parametric bootstrap from
+    ``stderr``; otherwise the (k, value) pairs. Points with non-positive or non-finite values are
+    left out of the fit (their count is ``len(range) − points``). Never smooth before fitting.
+    """
+    k = np.asarray(k, dtype=float)
+    values = np.asarray(values, dtype=float)
+    if k.shape != values.shape or k.ndim != 1:
+        raise ValueError(
+            f"k and values must be 1-D of equal length; got {k.shape}, {values.shape}."
+        )
+    k_min = check_int("k_min", int(k_min), low=1)
+    k_max = int(k.max()) if k_max is None else check_int("k_max", int(k_max), low=k_min)
+    n_boot = check_int("n_boot", n_boot, low=0)
+    if not 0 < level < 1:
+        raise ValueError(f"level={level} must be in (0, 1).")
+    window = (k >= k_min) & (k <= k_max)
+    usable = window & np.isfinite(values) & (values > 0)
+    if usable.sum() < 3:
+        raise ValueError(
+            f"only {int(usable.sum())} positive finite values with {k_min} <= k <= {k_max}; "
+            "need at least 3 to fit a rate (lower k_min or use more samples)."
+        )
+    logk = np.log(k[usable])
+    slope, intercept = _ols(logk, np.log(values[usable]))
+
+    rng = np.random.default_rng(seed)
+    boots = []
+    if samples is not None and n_boot:
+        samples = np.asarray(samples, dtype=float)[:, usable]
+        method = "bootstrap over draws"
+        for _ in range(n_boot):
+            rows = rng.integers(0, len(samples), len(samples))
+            boot = samples[rows].mean(0)
+            ok = np.isfinite(boot) & (boot > 0)
+            if ok.sum() >= 3:
+                boots.append(_ols(logk[ok], np.log(boot[ok])))
+    elif stderr is not None and n_boot:
+        stderr = np.asarray(stderr, dtype=float)[usable]
+        method = "parametric bootstrap from standard errors"
+        for _ in range(n_boot):
+            boot = values[usable] + np.nan_to_num(stderr) * rng.standard_normal(usable.sum())
+            ok = boot > 0
+            if ok.sum() >= 3:
+                boots.append(_ols(logk[ok], np.log(boot[ok])))
+    elif n_boot:
+        method = "bootstrap over (k, value) pairs"
+        logv = np.log(values[usable])
+        for _ in range(n_boot):
+            rows = rng.integers(0, len(logk), len(logk))
+            if np.ptp(logk[rows]) > 0:
+                boots.append(_ols(logk[rows], logv[rows]))
+    else:
+        method = "no interval (n_boot=0)"
+    tail = 100 * (1 - level) / 2
+    if boots:
+        boots = np.array(boots)
+        ci = tuple(np.percentile(boots[:, 0], [tail, 100 - tail]))
+        intercept_ci = tuple(np.percentile(boots[:, 1], [tail, 100 - tail]))
+    else:
+        ci = intercept_ci = (np.nan, np.nan)
+    return RateFit(
+        slope=float(slope),
+        intercept=float(intercept),
+        ci=(float(ci[0]), float(ci[1])),
+        intercept_ci=(float(intercept_ci[0]), float(intercept_ci[1])),
+        k_min=k_min,
+        k_max=k_max,
+        points=int(usable.sum()),
+        level=level,
+        method=method,
+    )
+
+
+def _ols(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    slope, intercept = np.polyfit(x, y, 1)
+    return float(slope), float(intercept)

@@ -1,0 +1,442 @@
+"""Training: Adam on cross-entropy, seeded, with a progress bar and an on-disk checkpoint cache.
+
+``fit`` trains a deep copy of a network (the caller's module is never touched) and returns it in
+``eval()`` mode with a :class:`History` attached as ``net.history``. ``evaluate`` computes mean
+cross-entropy and accuracy without gradients. With ``cache_dir`` set, a trained network is stored
+under a key that hashes everything that changes the result (architecture, initial weights, the
+training and test tensors, the hyper-parameters, device type and torch version); entries are
+written atomically and carry a checksum, and a corrupted entry is reported, retrained and
+replaced — never loaded half-way. Building networks lives in ``models``, data in ``data``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from landscape._checks import check_int, check_positive, resolve_device
+from landscape.data import Dataset
+
+__all__ = ["History", "evaluate", "fit"]
+
+_CACHE_FORMAT = 1  # bump when training or the stored layout changes: old entries stop matching
+_CACHE_KEYS = ("format", "key", "state_dict", "history", "checksum")
+_METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")  # History's lists
+
+
+@dataclass(frozen=True)
+class History:
+    """Per-epoch training record.
+
+    Attributes:
+        train_loss: Mean cross-entropy over each epoch's mini-batches, as the optimiser saw them
+            (train mode, weights changing during the epoch).
+        train_accuracy: Accuracy over the same mini-batches.
+        test_loss: Mean cross-entropy on the test split at the end of each epoch (eval mode).
+        test_accuracy: Accuracy on the test split at the end of each epoch (eval mode).
+        from_cache: True when the network was loaded from the checkpoint cache.
+    """
+
+    train_loss: tuple[float, ...] = ()
+    train_accuracy: tuple[float, ...] = ()
+    test_loss: tuple[float, ...] = ()
+    test_accuracy: tuple[float, ...] = ()
+    from_cache: bool = False
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """The validated arguments of :func:`fit` that change its result."""
+
+    epochs: int
+    lr: float
+    batch_size: int
+    seed: int
+    device: torch.device
+
+
+def fit(
+    net: nn.Module,
+    ds: Dataset,
+    epochs: int,
+    lr: float = 3e-4,
+    batch_size: int = 64,
+    seed: int = 0,
+    n_train: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+) -> nn.Module:
+    """Train a copy of ``net`` with Adam on mean cross-entropy over the first ``n_train`` samples.
+
+    Each epoch visits the samples in a fresh permutation drawn from a private generator seeded
+    with ``seed``; dropout draws from torch's RNG seeded with ``seed`` inside a forked RNG state,
+    so the caller's global RNG is left as it was and the same arguments give the same weights
+    (on CUDA too: cuDNN runs in deterministic mode while training).
+    A last mini-batch of a single sample is merged into the one before it (batch-norm cannot
+    train on one sample).
+
+    Args:
+        net: The network to train; it is deep-copied and never modified.
+        ds: The data set; training uses ``ds.train[:n_train]``, ``ds.test`` is evaluated per epoch.
+        epochs: Number of passes over the training samples (0 returns the copy untrained).
+        lr: Adam learning rate (> 0).
+        batch_size: Mini-batch size (>= 1).
+        seed: Seed of the sample order and of dropout (>= 0).
+        n_train: Train on the first ``n_train`` samples of ``ds.train`` (None: all of them).
+        cache_dir: Folder of the checkpoint cache (None: no cache).
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ...
+        progress: Show a tqdm progress bar.
+
+    Returns:
+        The trained copy, in ``eval()`` mode, on ``device``, with ``.history`` (a :class:`History`).
+
+    Raises:
+        ValueError: An argument is out of range; the message names it.
+
+    Example:
+        >>> from landscape import data, models
+        >>> ds = data.load("digits")
+        >>> net = fit(models.build("mlp", ds.input_shape, 10, depth=1, width=16), ds, 1,
+        ...           progress=False)
+        >>> len(net.history.test_accuracy), net.training
+        (1, False)
+    """
+    _check_module("net", net)
+    if not isinstance(ds, Dataset):
+        raise ValueError(f"ds must be a landscape.data.Dataset; got {type(ds).__name__}.")
+    settings = _Settings(
+        epochs=check_int("epochs", epochs, low=0),
+        lr=check_positive("lr", lr),
+        batch_size=check_int("batch_size", batch_size, low=1),
+        seed=check_int("seed", seed, low=0),
+        device=resolve_device(device),
+    )
+    n_train = _check_n_train(n_train, ds)
+
+    model = copy.deepcopy(net)
+    x_train, y_train = ds.train[0][:n_train], ds.train[1][:n_train]
+    if settings.epochs == 0:
+        return _finish(model.to(settings.device), History())
+    if cache_dir is None:
+        return _train(model, ds, x_train, y_train, settings, progress)
+
+    key = _cache_key(model, ds, x_train, y_train, settings)
+    path = Path(cache_dir).expanduser() / f"{key}.pt"
+    cached = _load_entry(path, key, model, settings.device)
+    if cached is not None:
+        return cached
+    trained = _train(model, ds, x_train, y_train, settings, progress)
+    _save_entry(path, key, trained)
+    return trained
+
+
+def evaluate(net: nn.Module, X: Tensor, y: Tensor, batch_size: int = 1024) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``net`` on ``(X, y)``, in eval mode, without gradients.
+
+    The network's train/eval flags are restored afterwards; inputs are moved to the device and
+    dtype of its parameters batch by batch.
+
+    Args:
+        net: The network.
+        X: Inputs ``(n, ...)``.
+        y: Integer labels ``(n,)``.
+        batch_size: Samples per forward pass (>= 1).
+
+    Returns:
+        ``(loss, accuracy)`` as Python floats.
+
+    Example:
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+        >>> loss, acc = evaluate(net, torch.zeros(6, 4), torch.zeros(6, dtype=torch.long))
+        >>> 0.0 <= acc <= 1.0
+        True
+    """
+    _check_module("net", net)
+    batch_size = check_int("batch_size", batch_size, low=1)
+    if len(X) != len(y) or len(X) == 0:
+        raise ValueError(
+            f"X and y must hold the same, non-zero number of samples; got {len(X)} and {len(y)}."
+        )
+    device, dtype = _placement(net)
+    total_loss, correct = 0.0, 0
+    with _eval_mode(net), torch.no_grad():
+        for start in range(0, len(X), batch_size):
+            xb = X[start : start + batch_size].to(device=device, dtype=dtype)
+            yb = y[start : start + batch_size].to(device)
+            logits = net(xb)
+            total_loss += F.cross_entropy(logits, yb, reduction="sum").item()
+            correct += (logits.argmax(dim=1) == yb).sum().item()
+    return total_loss / len(X), correct / len(X)
+
+
+# ------------------------------------------------------------------------------------ training
+
+
+def _train(
+    model: nn.Module,
+    ds: Dataset,
+    x_train: Tensor,
+    y_train: Tensor,
+    settings: _Settings,
+    progress: bool,
+) -> nn.Module:
+    """The training loop proper; returns ``model`` trained, in eval mode, with its history."""
+    epochs, batch_size, device = settings.epochs, settings.batch_size, settings.device
+    model.to(device)
+    _, dtype = _placement(model)
+    x_train, y_train = x_train.to(device=device, dtype=dtype), y_train.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    order_rng = torch.Generator().manual_seed(settings.seed)
+    batches_per_epoch = len(_batches(torch.arange(len(x_train)), batch_size))
+    record: dict[str, list[float]] = {name: [] for name in _METRICS}
+    bar = tqdm(
+        total=epochs * batches_per_epoch, desc="training", unit="batch", disable=not progress
+    )
+    with torch.random.fork_rng(devices=_rng_devices(device)), _deterministic_cudnn(), bar:
+        _seed_global_rng(device, settings.seed)
+        for epoch in range(epochs):
+            bar.set_description(f"epoch {epoch + 1}/{epochs}")
+            model.train()
+            order = torch.randperm(len(x_train), generator=order_rng).to(device)
+            loss, accuracy = _epoch(model, optimizer, x_train, y_train, order, batch_size, bar)
+            test_loss, test_accuracy = evaluate(model, *ds.test)
+            for name, value in zip(record, (loss, accuracy, test_loss, test_accuracy)):
+                record[name].append(value)
+            bar.set_postfix(loss=f"{loss:.4f}", test_acc=f"{test_accuracy:.3f}")
+    history = History(**{name: tuple(values) for name, values in record.items()})
+    return _finish(model, history)
+
+
+def _epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x_train: Tensor,
+    y_train: Tensor,
+    order: Tensor,
+    batch_size: int,
+    bar: tqdm,
+) -> tuple[float, float]:
+    """One pass over ``order``; returns the epoch's mean mini-batch loss and accuracy."""
+    total_loss = torch.zeros((), device=x_train.device)
+    correct = torch.zeros((), device=x_train.device, dtype=torch.long)
+    for step, idx in enumerate(_batches(order, batch_size)):
+        xb, yb = x_train[idx], y_train[idx]
+        optimizer.zero_grad(set_to_none=True)
+        logits = model(xb)
+        loss = F.cross_entropy(logits, yb)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.detach() * len(idx)
+        correct += (logits.detach().argmax(dim=1) == yb).sum()
+        bar.update(1)
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+    return total_loss.item() / len(order), correct.item() / len(order)
+
+
+def _batches(order: Tensor, batch_size: int) -> tuple[Tensor, ...]:
+    """Split ``order`` into mini-batches; a trailing batch of one sample joins the previous one."""
+    batches = order.split(batch_size)
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches = (*batches[:-2], torch.cat(batches[-2:]))
+    return batches
+
+
+def _finish(model: nn.Module, history: History) -> nn.Module:
+    """Put ``model`` in eval mode and attach ``history``."""
+    model.eval()
+    model.history = history
+    return model
+
+
+def _seed_global_rng(device: torch.device, seed: int) -> None:
+    """Seed the global RNG that dropout on ``device`` draws from (and the CPU one), nothing else."""
+    torch.random.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        with torch.cuda.device(device):
+            torch.cuda.manual_seed(seed)
+
+
+@contextmanager
+def _deterministic_cudnn() -> Iterator[None]:
+    """cuDNN in deterministic mode inside the block (its own flags restored after).
+
+    cuDNN's fastest convolution algorithms accumulate in a nondeterministic order, so a CNN
+    trained twice on a GPU with the same seed would differ in the last bits. Measured on an H100:
+    with this switch the networks of ``models`` train bitwise reproducibly. No effect on the CPU.
+    """
+    flags = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags
+
+
+def _rng_devices(device: torch.device) -> list[int]:
+    """CUDA devices whose RNG state ``fork_rng`` must save and restore."""
+    if device.type != "cuda":
+        return []
+    return [device.index if device.index is not None else torch.cuda.current_device()]
+
+
+# ------------------------------------------------------------------------------------- helpers
+
+
+def _check_module(name: str, net: Any) -> None:
+    if not isinstance(net, nn.Module):
+        raise ValueError(f"{name} must be a torch.nn.Module; got {type(net).__name__}.")
+
+
+def _check_n_train(n_train: int | None, ds: Dataset) -> int:
+    """``n_train`` resolved to an int in ``[1, len(ds.train)]`` (None: all training samples)."""
+    available = len(ds.train[0])
+    if n_train is None:
+        return available
+    return check_int("n_train", n_train, low=1, high=available)
+
+
+def _placement(net: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Device and floating dtype of ``net``'s first parameter (CPU/float32 when it has none)."""
+    for tensor in net.parameters():
+        return tensor.device, tensor.dtype
+    return torch.device("cpu"), torch.float32
+
+
+@contextmanager
+def _eval_mode(net: nn.Module) -> Iterator[None]:
+    """Every submodule in eval mode inside the block; each one's own flag restored after."""
+    flags = [(module, module.training) for module in net.modules()]
+    net.eval()
+    try:
+        yield
+    finally:
+        for module, flag in flags:
+            module.training = flag
+
+
+# --------------------------------------------------------------------------------------- cache
+
+
+def _cache_key(
+    model: nn.Module,
+    ds: Dataset,
+    x_train: Tensor,
+    y_train: Tensor,
+    settings: _Settings,
+) -> str:
+    """sha256 over everything that changes the trained weights or the recorded history."""
+    digest = hashlib.sha256()
+    settings = {
+        "format": _CACHE_FORMAT,
+        "architecture": repr(model),
+        "dataset": ds.name,
+        "n_train": len(x_train),
+        **dataclasses.asdict(settings),
+        "device": settings.device.type,
+        "torch": torch.__version__,
+    }
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    _hash_state(digest, model.state_dict())
+    for tensor in (x_train, y_train, *ds.test):
+        _hash_tensor(digest, tensor)
+    return digest.hexdigest()
+
+
+def _hash_tensor(digest: Any, tensor: Tensor) -> None:
+    """Feed a tensor's dtype, shape and raw bytes into ``digest``."""
+    flat = tensor.detach().cpu().contiguous().reshape(-1)
+    digest.update(f"{flat.dtype}{tuple(tensor.shape)}".encode())
+    digest.update(flat.view(torch.uint8).numpy().data)
+
+
+def _hash_state(digest: Any, state: dict[str, Tensor]) -> None:
+    """Feed every entry of a state dict, in key order, into ``digest``."""
+    for name in sorted(state):
+        digest.update(name.encode())
+        _hash_tensor(digest, state[name])
+
+
+def _checksum(state: dict[str, Tensor], history: dict[str, Any]) -> str:
+    """Checksum of a cache entry's payload: the weights and the history."""
+    digest = hashlib.sha256()
+    _hash_state(digest, state)
+    digest.update(json.dumps(history, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def _save_entry(path: Path, key: str, trained: nn.Module) -> None:
+    """Store ``trained``'s weights and history under ``path``, atomically (temp file + rename)."""
+    state = {name: tensor.detach().cpu() for name, tensor in trained.state_dict().items()}
+    history = {name: list(getattr(trained.history, name)) for name in _METRICS}
+    entry = {
+        "format": _CACHE_FORMAT,
+        "key": key,
+        "state_dict": state,
+        "history": history,
+        "checksum": _checksum(state, history),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(entry, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load_entry(path: Path, key: str, model: nn.Module, device: torch.device) -> nn.Module | None:
+    """The cached network for ``key``, or None when absent or corrupted (with a warning).
+
+    The entry is read and verified completely (keys, key match, checksum) and loaded into a
+    separate copy of ``model`` with ``strict=True``; any failure discards that copy.
+    """
+    if not path.exists():
+        return None
+    try:
+        entry = torch.load(path, map_location="cpu", weights_only=True)
+        _verify_entry(entry, key)
+        restored = copy.deepcopy(model)
+        restored.load_state_dict(entry["state_dict"], strict=True)
+        history = History(
+            **{name: tuple(entry["history"][name]) for name in _METRICS}, from_cache=True
+        )
+    except Exception as error:  # any unreadable entry is retrained, whatever the reason
+        warnings.warn(
+            f"checkpoint cache entry {path} is corrupted ({type(error).__name__}: {error}); "
+            "retraining and replacing it.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+    return _finish(restored.to(device), history)
+
+
+def _verify_entry(entry: Any, key: str) -> None:
+    """Raise ``ValueError`` unless ``entry`` is a complete, intact cache entry for ``key``."""
+    if not isinstance(entry, dict) or any(name not in entry for name in _CACHE_KEYS):
+        raise ValueError("missing fields")
+    if entry["format"] != _CACHE_FORMAT or entry["key"] != key:
+        raise ValueError("entry belongs to another key or format")
+    if _checksum(entry["state_dict"], entry["history"]) != entry["checksum"]:
+        raise ValueError("checksum mismatch")

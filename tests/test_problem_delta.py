@@ -1,0 +1,238 @@
+"""Problem, directions and Monte Carlo Δ_k against brute force (float64, tiny networks)."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from landscape import delta, directions
+from landscape.directions import Subspace
+from landscape.problem import Problem
+
+from conftest import tiny_data, tiny_net
+
+# -- Problem ---------------------------------------------------------------------------------------
+
+
+def test_per_sample_losses_match_the_model(tiny_problem):
+    net = tiny_net()
+    X, y = tiny_data()
+    expected = F.cross_entropy(net(X), y, reduction="none")
+    torch.testing.assert_close(tiny_problem.per_sample_losses(tiny_problem.center), expected)
+    W = tiny_problem.center + 0.1 * torch.randn(5, tiny_problem.num_params, dtype=torch.float64)
+    batch = tiny_problem.per_sample_losses(W)
+    assert batch.shape == (5, 12)
+    for b in range(5):
+        torch.testing.assert_close(batch[b], tiny_problem.per_sample_losses(W[b]))
+
+
+def test_problem_never_touches_the_callers_model():
+    net = tiny_net(batch_norm=True)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    X, y = tiny_data()
+    prob = Problem(net, X, y, dtype=torch.float32, device="cpu")
+    prob.per_sample_losses(prob.center + 1.0)
+    assert not net.training
+    assert all(p.dtype == torch.float64 and p.requires_grad for p in net.parameters())
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+@pytest.mark.parametrize("layer", [nn.Dropout(0.5), nn.BatchNorm1d(5)])
+def test_problem_refuses_a_model_in_training_mode(layer):
+    net = nn.Sequential(nn.Linear(4, 5), layer, nn.Linear(5, 3)).double().train()
+    X, y = tiny_data()
+    with pytest.raises(ValueError, match=r"net\.eval\(\)"):
+        Problem(net, X, y)
+
+
+def test_chunking_and_vmap_give_the_same_losses(tiny_problem):
+    X, y = tiny_data()
+    W = tiny_problem.center + 0.3 * torch.randn(7, tiny_problem.num_params, dtype=torch.float64)
+    reference = tiny_problem.per_sample_losses(W)
+    for strategy in ("loop", "vmap"):
+        small = Problem(
+            tiny_net(), X, y, dtype=torch.float64, device="cpu", max_memory=200, strategy=strategy
+        )
+        assert small.chunk_sizes(7)[1] < 12  # really chunked over samples
+        torch.testing.assert_close(small.per_sample_losses(W), reference)
+
+
+def test_problem_bad_inputs_name_the_parameter(tiny_problem):
+    X, y = tiny_data()
+    with pytest.raises(ValueError, match="W must have shape"):
+        tiny_problem.per_sample_losses(torch.zeros(3))
+    with pytest.raises(ValueError, match="same number of samples"):
+        Problem(tiny_net(), X, y[:-1])
+    with pytest.raises(ValueError, match="loss='hinge'"):
+        Problem(tiny_net(), X, y, loss="hinge")
+    with pytest.raises(ValueError, match="device='tpu'"):
+        Problem(tiny_net(), X, y, device="tpu")
+
+
+# -- directions -------------------------------------------------------------------------------------
+
+
+def test_gaussian_directions_are_orthonormal_and_seeded(tiny_problem):
+    sub = directions.random(tiny_problem, 4, seed=3)
+    assert sub.basis.shape == (tiny_problem.num_params, 4) and sub.is_orthonormal()
+    assert torch.equal(sub.basis, directions.random(tiny_problem, 4, seed=3).basis)
+    assert not torch.equal(sub.basis, directions.random(tiny_problem, 4, seed=4).basis)
+
+
+def test_filter_normalised_directions_have_the_filter_norms(bn_problem):
+    sub = directions.random(bn_problem, 2, kind="filter", seed=0)
+    center = bn_problem.unflatten(bn_problem.center)
+    for column in sub.basis.T:
+        for name, piece in bn_problem.unflatten(column).items():
+            if piece.ndim == 1:  # biases and batch-norm parameters are zeroed
+                assert torch.count_nonzero(piece) == 0, name
+            else:  # each filter (row) has the norm of the matching filter of w*
+                torch.testing.assert_close(piece.norm(dim=1), center[name].norm(dim=1))
+
+
+def test_direction_bad_inputs(tiny_problem):
+    with pytest.raises(ValueError, match="kind='pca'"):
+        directions.random(tiny_problem, 2, kind="pca")
+    with pytest.raises(ValueError, match="d=999"):
+        directions.random(tiny_problem, 999)
+    with pytest.raises(ValueError, match="basis"):
+        Subspace(torch.zeros(5))
+    with pytest.raises(ValueError, match="rows"):
+        delta.monte_carlo(tiny_problem, 0.1, 4, subspace=Subspace(torch.ones(7, 2)))
+
+
+# -- Monte Carlo ------------------------------------------------------------------------------------
+
+
+def _brute_force_delta(prob, W):
+    """Δ_k by recomputing every L_k from scratch for every draw."""
+    K = prob.num_samples
+    values = np.zeros((len(W), K - 1))
+    for b, w in enumerate(W):
+        for k in range(2, K + 1):
+            L_k = prob.sample_losses(w, prob.X[:k], prob.y[:k]).mean()
+            L_prev = prob.sample_losses(w, prob.X[: k - 1], prob.y[: k - 1]).mean()
+            values[b, k - 2] = float((L_k - L_prev) ** 2)
+    return values
+
+
+def _draws(prob, sigma, draws, seed, basis=None):
+    """The perturbations monte_carlo makes: one randn(d) per draw from a seeded generator."""
+    generator = torch.Generator().manual_seed(seed)
+    d = prob.num_params if basis is None else basis.shape[1]
+    Z = sigma * torch.stack(
+        [torch.randn(d, generator=generator, dtype=torch.float64) for _ in range(draws)]
+    )
+    return prob.center + (Z if basis is None else Z @ basis.T)
+
+
+def test_cumulative_sum_equals_recomputing_each_prefix(tiny_problem):
+    curve = delta.monte_carlo(tiny_problem, 0.2, 6, seed=5, progress=False)
+    brute = _brute_force_delta(tiny_problem, _draws(tiny_problem, 0.2, 6, 5))
+    np.testing.assert_allclose(curve.value, brute.mean(0), rtol=1e-10)
+    np.testing.assert_allclose(curve.stderr, brute.std(0, ddof=1) / np.sqrt(6), rtol=1e-8)
+    np.testing.assert_array_equal(curve.k, np.arange(2, 13))
+    np.testing.assert_allclose(curve.samples, brute, rtol=1e-6)
+
+
+def test_subspace_moves_along_every_direction(tiny_problem):
+    """Only the second basis vector is non-zero: the loss must still move."""
+    v = directions.random(tiny_problem, 1, seed=2).basis[:, 0]
+    basis = torch.stack([torch.zeros_like(v), v], dim=1)
+    curve = delta.monte_carlo(
+        tiny_problem, 0.5, 8, subspace=Subspace(basis), seed=1, progress=False
+    )
+    brute = _brute_force_delta(tiny_problem, _draws(tiny_problem, 0.5, 8, 1, basis))
+    np.testing.assert_allclose(curve.value, brute.mean(0), rtol=1e-10)
+    at_center = (
+        delta.prefix_differences(tiny_problem.per_sample_losses(tiny_problem.center))
+        .square()
+        .numpy()
+    )
+    assert np.abs(curve.value - at_center).max() > 1e-3 * at_center.max()
+
+
+def test_tiny_sigma_gives_the_squared_gap(tiny_problem):
+    curve = delta.monte_carlo(tiny_problem, 1e-7, 4, progress=False)
+    gap = delta.prefix_differences(tiny_problem.per_sample_losses(tiny_problem.center))
+    np.testing.assert_allclose(curve.value, gap.square().numpy(), rtol=1e-5)
+
+
+def test_same_seed_same_curve(tiny_problem):
+    a = delta.monte_carlo(tiny_problem, 0.1, 10, seed=7, progress=False)
+    b = delta.monte_carlo(tiny_problem, 0.1, 10, seed=7, progress=False)
+    c = delta.monte_carlo(tiny_problem, 0.1, 10, seed=8, progress=False)
+    np.testing.assert_array_equal(a.value, b.value)
+    assert not np.array_equal(a.value, c.value)
+
+
+def test_antithetic_pairs_average_plus_and_minus(tiny_problem):
+    curve = delta.monte_carlo(tiny_problem, 0.3, 4, seed=2, antithetic=True, progress=False)
+    generator = torch.Generator().manual_seed(2)
+    Z = 0.3 * torch.stack(
+        [
+            torch.randn(tiny_problem.num_params, generator=generator, dtype=torch.float64)
+            for _ in range(2)
+        ]
+    )
+    W = torch.cat([tiny_problem.center + Z, tiny_problem.center - Z])
+    brute = _brute_force_delta(tiny_problem, W)
+    pairs = 0.5 * (brute[:2] + brute[2:])
+    np.testing.assert_allclose(curve.value, pairs.mean(0), rtol=1e-10)
+    np.testing.assert_allclose(curve.stderr, pairs.std(0, ddof=1) / np.sqrt(2), rtol=1e-8)
+
+
+def test_orders_average_permuted_prefixes(tiny_problem):
+    curve = delta.monte_carlo(tiny_problem, 0.2, 6, seed=1, orders=3, order_seed=4, progress=False)
+    single = delta.monte_carlo(tiny_problem, 0.2, 6, seed=1, progress=False)
+    assert curve.per_order.shape == (3, 11)
+    np.testing.assert_allclose(curve.per_order[0], single.value, rtol=1e-12)
+    np.testing.assert_allclose(curve.value, curve.per_order.mean(0), rtol=1e-12)
+    perm = delta.order_permutations(12, 3, 4)[2]
+    permuted = Problem(tiny_net(), tiny_problem.X[perm], tiny_problem.y[perm], device="cpu")
+    other = delta.monte_carlo(permuted, 0.2, 6, seed=1, progress=False)
+    np.testing.assert_allclose(curve.per_order[2], other.value, rtol=1e-10)
+
+
+def test_non_finite_losses_are_counted_per_k(tiny_problem, monkeypatch):
+    original = tiny_problem.per_sample_losses
+
+    def poisoned(W, **kwargs):
+        losses = original(W, **kwargs).clone()
+        losses[0, 5] = float("inf")  # the first draw blows up at sample 6
+        return losses
+
+    monkeypatch.setattr(tiny_problem, "per_sample_losses", poisoned)
+    curve = delta.monte_carlo(tiny_problem, 0.1, 5, progress=False)
+    assert np.isfinite(curve.value).all()
+    np.testing.assert_array_equal(curve.nonfinite, (curve.k >= 6).astype(int))
+
+
+def test_monte_carlo_bad_inputs_name_the_parameter(tiny_problem):
+    for kwargs, name in [
+        ({"sigma": 0.0}, "sigma"),
+        ({"sigma": -1.0}, "sigma"),
+        ({"sigma": float("nan")}, "sigma"),
+        ({"draws": 1}, "draws"),
+        ({"draws": 2.5}, "draws"),
+        ({"draws": 5, "antithetic": True}, "draws"),
+        ({"orders": 0}, "orders"),
+    ]:
+        args = {"sigma": 0.1, "draws": 4, **kwargs}
+        with pytest.raises(ValueError, match=name):
+            delta.monte_carlo(tiny_problem, progress=False, **args)
+
+
+def test_pointwise_curve_over_orders(tiny_problem):
+    curve = delta.pointwise(tiny_problem, orders=5, seed=0)
+    losses = tiny_problem.per_sample_losses(tiny_problem.center)
+    perms = delta.order_permutations(12, 5, 0)
+    for p, perm in enumerate(perms):
+        ordered = losses[perm]
+        brute = [abs(ordered[:k].mean() - ordered[: k - 1].mean()) for k in range(2, 13)]
+        np.testing.assert_allclose(curve.samples[p], torch.stack(brute).numpy(), rtol=1e-10)
+    assert (curve.lower <= curve.value).all() and (curve.value <= curve.upper).all()
+    with pytest.raises(ValueError, match="level"):
+        delta.pointwise(tiny_problem, level=1.5)
