@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from torch.func import grad, jvp, vmap
 
 from . import theory
-from ._checks import check_choice, check_int, check_positive
+from .checks import check_choice, check_int, check_positive
 from .directions import Subspace, check_subspace
 from .problem import Problem
 
@@ -258,12 +258,19 @@ def _torch_func_traces(prob: Problem) -> Tensor:
     return traces
 
 
-def _hvp_chunks(prob: Problem, vectors: int) -> tuple[int, int]:
-    """(samples, vectors) per chunk of per-sample HVPs within the Problem's memory budget."""
-    per_unit = 4 * prob._bytes_per_sample + 4 * prob.num_params * prob.dtype.itemsize
+def _hvp_chunks(prob: Problem, vectors: int, block: int = 0) -> tuple[int, int]:
+    """(samples, vectors) per chunk of per-sample HVPs within the Problem's memory budget.
+
+    One sample × vector unit holds a forward-over-reverse pass (activations and an N-vector);
+    ``block`` is the number of floats a sample keeps besides (its d×d projected Hessian, four
+    copies while the running differences are formed).
+    """
+    itemsize = prob.dtype.itemsize
+    per_unit = 4 * prob._bytes_per_sample + 4 * prob.num_params * itemsize
     units = max(1, prob.max_memory // per_unit)
     columns = min(vectors, units)
-    return max(1, min(prob.num_samples, units // columns)), columns
+    per_sample = columns * per_unit + 4 * block * 8
+    return max(1, min(prob.num_samples, prob.max_memory // per_sample)), columns
 
 
 # -- the difference terms for every k ------------------------------------------------------------
@@ -289,16 +296,17 @@ class _PrefixTerms:
         k = torch.arange(self.count + 1, self.count + n + 1, dtype=torch.float64)
         diffs = {}
         for name, x in values.items():
-            x = x.to(torch.float64)
+            # chunk arithmetic in the problem's dtype, running totals in float64
             before = x.cumsum(0) - x
+            total = x.sum(0, dtype=torch.float64)
             if name in self.sums:
-                before = before + self.sums[name]
-                self.sums[name] = self.sums[name] + x.sum(0)
+                before = before + self.sums[name].to(x.dtype)
+                self.sums[name] = self.sums[name] + total
             else:
-                self.sums[name] = x.sum(0)
+                self.sums[name] = total
             shape = (n,) + (1,) * (x.ndim - 1)
-            previous = (k - 1).clamp_min(1).to(x.device).reshape(shape)
-            diffs[name] = (x - before / previous) / k.to(x.device).reshape(shape)
+            previous = (k - 1).clamp_min(1).to(x.device, x.dtype).reshape(shape)
+            diffs[name] = (x - before / previous) / k.to(x.device, x.dtype).reshape(shape)
         self.count += n
         return diffs, k
 
@@ -308,7 +316,7 @@ class _PrefixTerms:
             self.out.setdefault(name, []).append(value[mask.to(value.device)].detach().cpu())
 
     def result(self, name: str) -> np.ndarray:
-        return torch.cat(self.out[name]).numpy()
+        return torch.cat(self.out[name]).to(torch.float64).numpy()
 
 
 def difference_terms(
@@ -369,7 +377,7 @@ def _exact_terms(
         else subspace.basis
     )
     dim = P.shape[1]
-    samples, columns = _hvp_chunks(prob, dim)
+    samples, columns = _hvp_chunks(prob, dim, block=dim * dim)
     prefix = _PrefixTerms()
     max_loss, max_grad, max_hess = -np.inf, 0.0, 0.0
     want_norms = dim <= 512
@@ -380,10 +388,11 @@ def _exact_terms(
         losses = grads = None
         for j in range(0, dim, columns):
             losses, grads, hvps = per_sample_grads_and_hvps(prob, X, y, P[:, j : j + columns])
-            blocks.append(hvps @ P)  # (n, columns, d): rows p_jᵀ H_i P
+            blocks.append(hvps if subspace is None else hvps @ P)  # rows p_jᵀ H_i P
         B = torch.cat(blocks, dim=1)
-        B = 0.5 * (B + B.transpose(1, 2))
-        G = grads @ P
+        if subspace is not None:  # PᵀH_iP from two products: make it exactly symmetric
+            B = 0.5 * (B + B.transpose(1, 2))
+        G = grads if subspace is None else grads @ P
         diffs, k = prefix.differences(loss=losses, grad=G, hess=B)
         M = diffs["hess"]
         prefix.keep(

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from landscape._checks import check_choice
+from landscape.checks import check_choice
 
 __all__ = ["NAMES", "Dataset", "DatasetNotFoundError", "load"]
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._checks import check_int, check_positive
+from .checks import check_int, check_positive
 from .directions import Subspace, check_subspace
 from .problem import Problem
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ._checks import check_choice, check_int
+from .checks import check_choice, check_int
 from .problem import Problem
 
 _KINDS = ("gaussian", "filter")

@@ -24,7 +24,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from landscape._checks import check_choice, check_int
+from landscape.checks import check_choice, check_int
 
 __all__ = ["ACTIVATIONS", "CNN_DEFAULTS", "KINDS", "MLP_DEFAULTS", "build"]
 

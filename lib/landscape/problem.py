@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
-from ._checks import check_choice, check_int, resolve_device
+from .checks import check_choice, check_int, resolve_device
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 

@@ -7,11 +7,11 @@ M_k = Pᵀ(H_k − H̄_{k−1})P / k, perturbation z ~ N(0, σ² I_d).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._checks import check_choice, check_int, check_positive
+from .checks import check_choice, check_int, check_positive
 
 # -- closed forms ---------------------------------------------------------------------------------
 
@@ -153,13 +153,14 @@ def pointwise_bound(max_loss: float, max_hessian_norm: float, radius: float, k) 
 # -- rates ----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RateFit:
     """log value = intercept + slope · log k, fitted on k_min ≤ k ≤ k_max.
 
     Unpacks as ``slope, intercept, ci = fit``. ``alpha = −slope`` is the decay rate (Theorem 1
     predicts 2 for Δ_k, paper 002 predicts 1 for the pointwise metric); ``constant = e^intercept``
-    is C in value ≈ C k^(−α). Intervals are bootstrap percentiles at ``level``.
+    is C in value ≈ C k^(−α). Intervals are bootstrap percentiles at ``level``; ``bootstrap``
+    holds the (slope, intercept) pairs they come from (for intervals of derived numbers).
     """
 
     slope: float
@@ -171,6 +172,7 @@ class RateFit:
     points: int
     level: float
     method: str
+    bootstrap: np.ndarray = field(default_factory=lambda: np.empty((0, 2)), repr=False)
 
     def __iter__(self):
         return iter((self.slope, self.intercept, self.ci))
@@ -277,6 +279,7 @@ def fit_rate(
         points=int(usable.sum()),
         level=level,
         method=method,
+        bootstrap=np.asarray(boots, dtype=float).reshape(-1, 2),
     )
 
 

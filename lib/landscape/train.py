@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from landscape._checks import check_int, check_positive, resolve_device
+from landscape.checks import check_int, check_positive, resolve_device
 from landscape.data import Dataset
 
 __all__ = ["History", "evaluate", "fit"]

@@ -1,0 +1,78 @@
+"""The command line: run a plan of notebooks and list its runs.
+
+    python -m landscape run PLAN [--only NAME ...] [--force] [--jobs N] [--output-root DIR]
+    python -m landscape list PLAN [--output-root DIR]
+
+``run`` exits 0 when every run succeeded or was up to date, 1 when any run failed, and 2 for a bad
+plan or bad arguments. The work itself lives in :mod:`landscape.reports`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from landscape import __version__
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="landscape",
+        description="Execute plans of parameterized notebooks and render their reports.",
+    )
+    parser.add_argument("--version", action="version", version=f"landscape {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run", help="execute a plan's runs, render report.html for each and the plan's index.html"
+    )
+    run.add_argument("plan", help="the plan's YAML file, e.g. reports/plans/quick.yaml")
+    run.add_argument(
+        "--only",
+        nargs="+",
+        action="extend",
+        metavar="NAME",
+        help="execute only these runs (repeatable)",
+    )
+    run.add_argument("--force", action="store_true", help="execute runs that are up to date too")
+    run.add_argument("--jobs", type=int, default=1, metavar="N", help="runs executed at once")
+    run.add_argument(
+        "--output-root",
+        metavar="DIR",
+        help="folder holding the plan's report folder (default: the reports/ folder of the plan)",
+    )
+
+    listing = commands.add_parser("list", help="show a plan's runs and whether they are up to date")
+    listing.add_argument("plan", help="the plan's YAML file")
+    listing.add_argument("--output-root", metavar="DIR", help="as for 'run'")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
+    args = _parser().parse_args(argv)
+    from landscape import reports  # imported here so that --help stays fast
+
+    try:
+        if args.command == "list":
+            print(reports.describe_plan(args.plan, args.output_root))
+            return 0
+        results = reports.run_plan(
+            args.plan,
+            only=args.only,
+            force=args.force,
+            jobs=args.jobs,
+            output_root=args.output_root,
+        )
+        plan = reports.load_plan(args.plan)
+    except ValueError as exc:
+        print(f"landscape: error: {exc}", file=sys.stderr)
+        return 2
+    index = reports.plan_output_dir(plan, args.output_root) / "index.html"
+    print(f"Report index: {index}")
+    return 1 if any(result.status == "failed" for result in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""One call from notebook parameters to a trained network and its Problem.
+
+Every notebook starts the same way: load a data set, put its training split in one seeded order
+(the prefixes D_k), build and train a network on the first ``n_train`` samples of that order, and
+wrap the first ``k_max`` samples in a ``Problem`` around the trained w*. ``prepare`` does exactly
+that and validates every parameter with a message that names it, so a typo in a parameters cell
+never ends in a traceback from inside torch. Nothing here computes a landscape quantity.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from . import data, models, train
+from .checks import check_choice, check_int, resolve_device
+from .problem import Problem
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def default_cache_dir() -> Path:
+    """Where trained networks are cached: ``$LANDSCAPE_CACHE/models`` or ``~/.cache/landscape/models``."""
+    root = os.environ.get("LANDSCAPE_CACHE") or Path.home() / ".cache" / "landscape"
+    return Path(root) / "models"
+
+
+@dataclass(frozen=True, eq=False)
+class Setup:
+    """A trained network with its ordered data and the Problem built around it.
+
+    Attributes:
+        dataset: the data set with its training split in prefix order (``order`` applied), so
+            ``train.fit(..., n_train=k)`` trains on exactly D_k.
+        net: the trained network (eval mode).
+        problem: the Problem on the first ``k_max`` samples of the order, centred at w*.
+        order: the permutation of the original training split that defines the prefixes.
+        config: the parameters that made it, for the record.
+    """
+
+    dataset: data.Dataset
+    net: nn.Module
+    problem: Problem
+    order: Tensor
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def test_accuracy(self) -> float:
+        return (
+            float(self.net.history.test_accuracy[-1])
+            if self.net.history.test_accuracy
+            else float("nan")
+        )
+
+    @property
+    def train_accuracy(self) -> float:
+        return (
+            float(self.net.history.train_accuracy[-1])
+            if self.net.history.train_accuracy
+            else float("nan")
+        )
+
+
+def ordered(ds: data.Dataset, order_seed: int | None) -> tuple[data.Dataset, Tensor]:
+    """The data set with its training split permuted by a seeded permutation (None: as stored)."""
+    X, y = ds.train
+    if order_seed is None:
+        order = torch.arange(len(X))
+    else:
+        generator = torch.Generator().manual_seed(check_int("order_seed", order_seed, low=0))
+        order = torch.randperm(len(X), generator=generator)
+    return replace(ds, train=(X[order], y[order])), order
+
+
+def prepare(
+    dataset: str = "digits",
+    model: str = "mlp",
+    model_cfg: dict[str, Any] | None = None,
+    *,
+    epochs: int = 30,
+    n_train: int | None = None,
+    k_max: int | None = None,
+    order_seed: int | None = 0,
+    seed: int = 0,
+    lr: float = 3e-4,
+    batch_size: int = 64,
+    device: str = "auto",
+    dtype: str = "float32",
+    cache_dir: str | os.PathLike | None = "default",
+    root: str | os.PathLike | None = None,
+    download: bool = False,
+    progress: bool = True,
+) -> Setup:
+    """Load, order, build, train (cached) and wrap in a Problem.
+
+    Args:
+        dataset: one of ``data.NAMES``.
+        model: ``"mlp"`` or ``"cnn"``; ``model_cfg`` holds its options (see ``models.build``).
+        epochs, lr, batch_size, seed: training (Adam) of w*.
+        n_train: train w* on the first ``n_train`` samples of the order (None: all of them).
+        k_max: the Problem's K, the largest prefix studied (None: ``n_train`` or all samples).
+        order_seed: seed of the permutation that defines the prefixes (None keeps the stored order).
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``.
+        dtype: ``"float32"`` or ``"float64"`` for the Problem's computations.
+        cache_dir: where trained networks are cached; ``"default"`` uses ``default_cache_dir()``,
+            None disables the cache.
+        root, download: where real data sets live and whether to fetch them (see ``data.load``).
+    """
+    check_choice("dtype", dtype, _DTYPES)
+    device = resolve_device(device)
+    ds = data.load(dataset, root=root, download=download)
+    ds, order = ordered(ds, order_seed)
+    available = len(ds.train[0])
+    if n_train is not None:
+        n_train = _check_size("n_train", n_train, available, ds.name)
+    K = _check_size(
+        "k_max", k_max if k_max is not None else (n_train or available), available, ds.name
+    )
+    if not isinstance(model_cfg, dict | type(None)):
+        raise ValueError(f"model_cfg={model_cfg!r} must be a dict of model options or None.")
+    net = models.build(model, ds.input_shape, ds.num_classes, seed=seed, **(model_cfg or {}))
+    if cache_dir == "default":
+        cache_dir = default_cache_dir()
+    net = train.fit(
+        net,
+        ds,
+        epochs,
+        lr=lr,
+        batch_size=batch_size,
+        seed=seed,
+        n_train=n_train,
+        cache_dir=cache_dir,
+        device=device,
+        progress=progress,
+    )
+    X, y = ds.train
+    problem = Problem(net, X[:K], y[:K], dtype=_DTYPES[dtype], device=device)
+    config = dict(
+        dataset=ds.name,
+        model=model,
+        model_cfg=dict(model_cfg or {}),
+        epochs=epochs,
+        n_train=n_train or available,
+        k_max=K,
+        order_seed=order_seed,
+        seed=seed,
+        lr=lr,
+        batch_size=batch_size,
+        device=str(device),
+        dtype=dtype,
+    )
+    return Setup(dataset=ds, net=net, problem=problem, order=order, config=config)
+
+
+def _check_size(name: str, value: Any, available: int, dataset: str) -> int:
+    value = check_int(name, value, low=2)
+    if value > available:
+        raise ValueError(
+            f"{name}={value} is larger than the {available} training samples of {dataset!r}; "
+            f"use at most {available} (or a larger data set)."
+        )
+    return value

@@ -1,0 +1,100 @@
+"""Landscape grids: L_K, L_k, d_k = L_k − L_{k−1} and the integrand d_k² · p(w) on 1-D/2-D slices.
+
+A slice is w = w* + Σ_j t_j p_j over a grid of coordinates t in the span of one or two directions
+(a ``Subspace`` with d = 1 or 2: filter-normalised random directions, Hessian eigenvectors...).
+One evaluation of the per-sample losses per grid point gives every prefix loss through a
+cumulative sum, with the samples in the Problem's one fixed order (the papers' spiky integrand
+surfaces came from loaders that reshuffled per grid point). Plotting lives in ``plots``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .checks import check_int, check_positive
+from .directions import Subspace, check_subspace
+from .problem import Problem
+
+
+@dataclass(frozen=True, eq=False)
+class Surface:
+    """Losses on a grid of coordinates around w*.
+
+    Attributes:
+        coords: one (points,) coordinate array per direction (1 or 2 of them).
+        k: the prefix sizes whose losses were kept.
+        loss: L_K on the grid, shape (points,) or (points, points) (index [i, j] ↔ coords[0][i],
+            coords[1][j]).
+        prefix_loss: L_k on the grid for each k, shape (len(k), *grid).
+        difference: d_k = L_k − L_{k−1} on the grid for each k, shape (len(k), *grid).
+        kind: the kind of the directions ("filter", "hessian"...).
+    """
+
+    coords: tuple[np.ndarray, ...]
+    k: np.ndarray
+    loss: np.ndarray
+    prefix_loss: np.ndarray
+    difference: np.ndarray
+    kind: str
+
+    def density(self, sigma: float) -> np.ndarray:
+        """p on the grid: the N(0, σ² I_d) density of the coordinates t."""
+        sigma = check_positive("sigma", sigma)
+        grids = np.meshgrid(*self.coords, indexing="ij")
+        r2 = sum(g**2 for g in grids)
+        d = len(self.coords)
+        return np.exp(-r2 / (2 * sigma**2)) / (2 * np.pi * sigma**2) ** (d / 2)
+
+    def integrand(self, sigma: float) -> np.ndarray:
+        """d_k(w)² · p(w) on the grid for every kept k: what Δ_k integrates (main paper Fig. 6)."""
+        return self.difference**2 * self.density(sigma)[None]
+
+
+def scan(
+    prob: Problem,
+    subspace: Subspace,
+    span: float | tuple[float, float] = 1.0,
+    points: int = 41,
+    ks: Sequence[int] = (),
+    progress: bool = True,
+) -> Surface:
+    """Evaluate the landscape on a grid in a 1-D or 2-D subspace.
+
+    Args:
+        prob: the problem.
+        subspace: one or two directions (d = 1 or 2).
+        span: coordinates run over [−span, span] (or the given (low, high)) in each direction.
+        points: grid points per direction.
+        ks: prefix sizes (2 ≤ k ≤ K) for which L_k and d_k are kept; L_K is always kept.
+    """
+    subspace = check_subspace(prob, subspace)
+    if subspace is None or subspace.dim not in (1, 2):
+        raise ValueError("subspace must have d=1 or d=2 directions for a landscape slice.")
+    points = check_int("points", points, low=2, high=501)
+    low, high = (-span, span) if np.isscalar(span) else span
+    if not (np.isfinite(low) and np.isfinite(high) and low < high):
+        raise ValueError(f"span={span!r} must be a positive number or a (low, high) pair.")
+    ks = np.array([check_int("ks", int(k), low=2, high=prob.num_samples) for k in ks], dtype=int)
+    axis = np.linspace(low, high, points)
+    grids = np.meshgrid(*([axis] * subspace.dim), indexing="ij")
+    T = torch.as_tensor(np.stack([g.ravel() for g in grids], axis=1), dtype=prob.dtype)
+    W = prob.center + T.to(prob.device) @ subspace.basis.T
+    losses = prob.per_sample_losses(W, progress=progress).to(torch.float64)
+    prefix = losses.cumsum(1) / torch.arange(
+        1, prob.num_samples + 1, dtype=torch.float64, device=losses.device
+    )
+    shape = (points,) * subspace.dim
+    prefix_k = prefix[:, ks - 1].T.reshape(len(ks), *shape)
+    previous = prefix[:, ks - 2].T.reshape(len(ks), *shape)
+    return Surface(
+        coords=tuple(axis.copy() for _ in range(subspace.dim)),
+        k=ks,
+        loss=prefix[:, -1].reshape(shape).cpu().numpy(),
+        prefix_loss=prefix_k.cpu().numpy(),
+        difference=(prefix_k - previous).cpu().numpy(),
+        kind=subspace.kind,
+    )
