@@ -1,0 +1,169 @@
+"""experiment.prepare, surface grids and k*(ε) against direct computation."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from landscape import directions, experiment, sufficiency, surface
+from landscape.delta import Curve
+
+# -- experiment --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    return experiment.prepare(
+        "digits",
+        "mlp",
+        {"depth": 1, "width": 8},
+        epochs=2,
+        k_max=60,
+        cache_dir=tmp_path_factory.mktemp("cache"),
+        device="cpu",
+        dtype="float64",
+        progress=False,
+    )
+
+
+def test_prepare_orders_trains_and_wraps(setup):
+    X, y = setup.dataset.train
+    assert setup.problem.num_samples == 60
+    torch.testing.assert_close(setup.problem.X, X[:60].double())
+    assert len(setup.order) == 1347 and len(set(setup.order.tolist())) == 1347
+    again, order = experiment.ordered(experiment.data.load("digits"), 0)
+    assert torch.equal(order, setup.order)
+    assert setup.problem.dtype == torch.float64
+    assert not setup.net.training and 0 <= setup.test_accuracy <= 1
+    assert setup.config["k_max"] == 60 and setup.config["n_train"] == 1347
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"dataset": "imagenet"}, "dataset|name"),
+        ({"model": "transformer"}, "kind"),
+        ({"k_max": 5000}, "k_max=5000 is larger than the 1347"),
+        ({"n_train": 1}, "n_train"),
+        ({"dtype": "float16"}, "dtype"),
+        ({"model_cfg": {"widht": 3}}, "widht"),
+        ({"model_cfg": [1, 2]}, "model_cfg"),
+    ],
+)
+def test_prepare_bad_parameters_name_themselves(kwargs, message, tmp_path):
+    args = {"epochs": 0, "cache_dir": None, "device": "cpu", "progress": False, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        experiment.prepare(**args)
+
+
+# -- surface -----------------------------------------------------------------------------------------
+
+
+def test_surface_grid_equals_pointwise_prefix_losses(setup):
+    prob = setup.problem
+    sub = directions.random(prob, 2, kind="filter", seed=0)
+    grid = surface.scan(prob, sub, span=0.5, points=5, ks=[2, 10, 60], progress=False)
+    assert grid.loss.shape == (5, 5) and grid.difference.shape == (3, 5, 5)
+    a, b = grid.coords[0][1], grid.coords[1][3]
+    losses = prob.per_sample_losses(prob.center + a * sub.basis[:, 0] + b * sub.basis[:, 1])
+    for index, k in enumerate([2, 10, 60]):
+        L_k, L_prev = losses[:k].mean(), losses[: k - 1].mean()
+        assert grid.prefix_loss[index, 1, 3] == pytest.approx(float(L_k), rel=1e-10)
+        assert grid.difference[index, 1, 3] == pytest.approx(float(L_k - L_prev), rel=1e-8)
+    assert grid.loss[1, 3] == pytest.approx(float(losses.mean()), rel=1e-10)
+    sigma = 0.3
+    density = math.exp(-(a**2 + b**2) / (2 * sigma**2)) / (2 * math.pi * sigma**2)
+    assert grid.integrand(sigma)[1, 1, 3] == pytest.approx(
+        grid.difference[1, 1, 3] ** 2 * density, rel=1e-12
+    )
+    # the density integrates to one over a wide enough grid
+    wide = surface.scan(prob, sub, span=2.0, points=81, progress=False)
+    step = wide.coords[0][1] - wide.coords[0][0]
+    assert wide.density(0.3).sum() * step**2 == pytest.approx(1.0, rel=1e-3)
+
+
+def test_surface_bad_inputs(setup):
+    prob = setup.problem
+    with pytest.raises(ValueError, match="d=1 or d=2"):
+        surface.scan(prob, directions.random(prob, 3), progress=False)
+    with pytest.raises(ValueError, match="ks"):
+        surface.scan(prob, directions.random(prob, 1), ks=[1], progress=False)
+    with pytest.raises(ValueError, match="points"):
+        surface.scan(prob, directions.random(prob, 1), points=1, progress=False)
+
+
+# -- sufficiency -------------------------------------------------------------------------------------
+
+
+def _curve(k, value, stderr, samples=None):
+    return Curve(
+        k=k,
+        value=value,
+        stderr=stderr,
+        sigma=0.1,
+        draws=100,
+        dim=2,
+        nonfinite=np.zeros(len(k), int),
+        samples=samples,
+    )
+
+
+def test_k_star_measured_uses_the_upper_confidence_bound():
+    k = np.arange(2, 1001)
+    value = 1.0 / k**2
+    curve = _curve(k, value, 0.1 * value)
+    result = sufficiency.k_star(curve, 1e-4)
+    z = 1.959963984540054
+    expected_upper = k[np.flatnonzero(value * (1 + 0.1 * z) >= 1e-4)[-1] + 1]
+    assert not result.extrapolated
+    assert result.k_star == expected_upper
+    assert result.estimate == 101  # 1/k² = 1e-4 at k = 100 is not below ε; from 101 on it is
+    assert result.interval[0] <= result.estimate <= result.interval[1] == result.k_star
+    assert "measured" in result.describe()
+
+
+def test_k_star_needs_the_bound_to_stay_below():
+    k = np.arange(2, 12)
+    value = np.array([5, 1, 0.5, 2, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1])  # dips then rises again
+    result = sufficiency.k_star(_curve(k, value, np.zeros(10)), 1.0)
+    assert result.k_star == 6
+
+
+def test_k_star_extrapolates_and_says_so():
+    k = np.arange(2, 501)
+    rng = np.random.default_rng(0)
+    samples = 2.0 * k**-2.0 * rng.exponential(size=(400, len(k)))
+    curve = _curve(k, samples.mean(0), samples.std(0, ddof=1) / 20, samples)
+    result = sufficiency.k_star(curve, 2e-8)
+    assert result.extrapolated
+    assert result.estimate == pytest.approx(1e4, rel=0.1)  # 2 k^-2 = 2e-8 at k = 10^4
+    assert result.interval[0] < 1e4 < result.interval[1]
+    assert "extrapolated" in result.describe()
+
+
+def test_relative_criterion_divides_by_the_squared_prefix_loss(setup):
+    prob = setup.problem
+    k = np.arange(2, prob.num_samples + 1)
+    curve = _curve(k, np.ones(len(k)), np.ones(len(k)))
+    rel = sufficiency.relative(curve, prob)
+    losses = prob.per_sample_losses(prob.center)
+    assert rel.value[8] == pytest.approx(1 / float(losses[:10].mean()) ** 2, rel=1e-10)
+
+
+def test_k_star_bad_inputs():
+    curve = _curve(np.arange(2, 5), np.ones(3), np.ones(3))
+    with pytest.raises(ValueError, match="epsilon"):
+        sufficiency.k_star(curve, 0)
+    with pytest.raises(ValueError, match="level"):
+        sufficiency.k_star(curve, 1.0, level=2)
+
+
+def test_learning_curve_trains_on_prefixes(setup, tmp_path):
+    lc = sufficiency.learning_curve(
+        setup, [20, 60], seeds=(0, 1), epochs=1, min_steps=2, cache_dir=tmp_path
+    )
+    assert lc.per_seed_accuracy.shape == (2, 2)
+    assert np.all((lc.accuracy >= 0) & (lc.accuracy <= 1)) and np.all(lc.accuracy_stderr >= 0)
+    with pytest.raises(ValueError, match="ks"):
+        sufficiency.learning_curve(setup, [5000])
