@@ -45,7 +45,9 @@ def _basis(prob, kind):
 
 @pytest.mark.parametrize("kind", ["full", "gaussian", "filter"])
 @pytest.mark.parametrize("fixture", ["tiny_problem", "bn_problem"])
-def test_terms_equal_the_definition(kind, fixture, request):
+@pytest.mark.parametrize("forward_max_dim", [16, 0], ids=["forward-mode", "per-sample-hvps"])
+def test_terms_equal_the_definition(kind, fixture, forward_max_dim, request, monkeypatch):
+    monkeypatch.setattr(curvature, "FORWARD_MAX_DIM", forward_max_dim)
     prob = request.getfixturevalue(fixture)
     sub, P = _basis(prob, kind)
     terms = curvature.difference_terms(prob, sub, progress=False)
