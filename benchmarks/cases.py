@@ -278,7 +278,7 @@ def scaling(quick: bool) -> list[Row]:
         sub = directions.random(prob, 8, seed=0)
         t = interleaved(
             {
-                "monte_carlo": lambda: delta.monte_carlo(prob, 0.05, 64, progress=False),
+                "monte_carlo": lambda prob=prob: delta.monte_carlo(prob, 0.05, 64, progress=False),
                 "closed form": lambda: curvature.difference_terms(
                     prob, sub, progress=False
                 ).predict(0.05),

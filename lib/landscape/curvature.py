@@ -132,13 +132,6 @@ class DifferenceTerms:
 # -- per-sample first and second derivatives -----------------------------------------------------
 
 
-def _loss_of_one(prob: Problem):
-    def loss(w: Tensor, x: Tensor, t: Tensor) -> Tensor:
-        return prob.sample_losses(w, x[None], t[None])[0]
-
-    return loss
-
-
 def per_sample_grads_and_hvps(
     prob: Problem, X: Tensor, y: Tensor, V: Tensor | None
 ) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -147,7 +140,7 @@ def per_sample_grads_and_hvps(
     ``V`` (N, m) holds the m vectors; None skips the HVPs. Each HVP is forward-over-reverse
     (``jvp`` of ``grad``) on one sample's loss, vectorised over samples and vectors with vmap.
     """
-    loss = _loss_of_one(prob)
+    loss = prob.sample_loss
     gradient = grad(loss)
     w = prob.center
     losses = vmap(loss, in_dims=(None, 0, 0))(w, X, y)

@@ -123,8 +123,9 @@ def _filter_normalise(prob: Problem, directions: Tensor) -> Tensor:
                 scaled.append(torch.zeros_like(piece))
                 continue
             axes = tuple(range(1, piece.ndim))
-            weight_norm = weight.norm(dim=axes, keepdim=True)
-            piece_norm = piece.norm(dim=axes, keepdim=True).clamp_min(1e-30)
+            # vector_norm: Tensor.norm with a 3-tuple of dims (conv weights) raises
+            weight_norm = torch.linalg.vector_norm(weight, dim=axes, keepdim=True)
+            piece_norm = torch.linalg.vector_norm(piece, dim=axes, keepdim=True).clamp_min(1e-30)
             scaled.append(piece * weight_norm / piece_norm)
         columns.append(prob.flatten(scaled))
     return torch.stack(columns, dim=1)

@@ -174,6 +174,11 @@ class Problem:
         """Per-sample losses at one flat vector ``w`` (N,) for given samples; differentiable."""
         return self.loss_fn(self.output(w, X), y)
 
+    def sample_loss(self, w: Tensor, x: Tensor, t: Tensor) -> Tensor:
+        """The loss l(w) of one sample (x, t) as a scalar: the function torch.func transforms
+        (grad, jvp, hessian) differentiate, vmapped over samples."""
+        return self.sample_losses(w, x[None], t[None])[0]
+
     def per_sample_losses(self, W: Tensor, *, progress: bool = False) -> Tensor:
         """Per-sample losses l_i(w) for i = 1..K at one vector (N,) -> (K,) or a batch (B, N) -> (B, K).
 
