@@ -279,7 +279,7 @@ def scaling(quick: bool) -> list[Row]:
         t = interleaved(
             {
                 "monte_carlo": lambda prob=prob: delta.monte_carlo(prob, 0.05, 64, progress=False),
-                "closed form": lambda: curvature.difference_terms(
+                "closed form": lambda prob=prob, sub=sub: curvature.difference_terms(
                     prob, sub, progress=False
                 ).predict(0.05),
             },
