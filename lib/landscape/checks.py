@@ -66,3 +66,21 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} was asked for but CUDA is not available here.")
     return resolved
+
+
+def check_sequence(name: str, values: Any, check: Any, **kwargs: Any) -> list[Any]:
+    """A non-empty list of values, each passed through ``check(f"{name}[i]", value, **kwargs)``.
+
+    A single value (a number or a string) is accepted as a list of one, so a notebook parameter
+    ``sigmas = 0.1`` works like ``sigmas = [0.1]``.
+
+    Example:
+        >>> check_sequence("sigmas", [0.1, 1], check_positive)
+        [0.1, 1.0]
+    """
+    if isinstance(values, str | int | float) or not isinstance(values, Iterable):
+        values = [values]
+    values = list(values)
+    if not values:
+        raise ValueError(f"{name}=[] must hold at least one value.")
+    return [check(f"{name}[{i}]", value, **kwargs) for i, value in enumerate(values)]

@@ -195,7 +195,8 @@ def monte_carlo(
             z = torch.cat([z, -z])
         step = z if subspace is None else z @ subspace.basis.T
         losses = prob.per_sample_losses(prob.center + step).to(torch.float64)
-        sq = prefix_differences(losses[:, perms]).square()  # (n·pair, orders, K−1)
+        ordered = losses[:, None] if orders == 1 else losses[:, perms]  # (n·pair, orders, K)
+        sq = prefix_differences(ordered).square()
         if antithetic:
             sq = 0.5 * (sq[:n] + sq[n:])
         stats.update(sq)

@@ -235,9 +235,22 @@ class Problem:
         return min(timings, key=timings.get)
 
     def _losses_block(self, W: Tensor, X: Tensor, y: Tensor) -> Tensor:
-        if self.strategy != "vmap":
-            return torch.stack([self.sample_losses(w, X, y) for w in W])
-        return vmap(self.sample_losses, in_dims=(0, None, None))(W, X, y)
+        """Per-sample losses (len(W), len(X)); called without autograd."""
+        if self.strategy == "vmap":
+            return vmap(self.sample_losses, in_dims=(0, None, None))(W, X, y)
+        # "loop": load each vector into the private copy's parameters and call it plainly (no
+        # per-call reparametrisation), then put w* back so every other use sees the centre.
+        params = list(self.model.parameters())
+        try:
+            rows = []
+            for w in W:
+                for p, piece in zip(params, torch.split(w, self.numels)):
+                    p.copy_(piece.view_as(p))
+                rows.append(self.loss_fn(self.model(X), y))
+            return torch.stack(rows)
+        finally:
+            for p, piece in zip(params, torch.split(self.center, self.numels)):
+                p.copy_(piece.view_as(p))
 
     # -- safety ----------------------------------------------------------------------------------
 
