@@ -167,3 +167,18 @@ def test_learning_curve_trains_on_prefixes(setup, tmp_path):
     assert np.all((lc.accuracy >= 0) & (lc.accuracy <= 1)) and np.all(lc.accuracy_stderr >= 0)
     with pytest.raises(ValueError, match="ks"):
         sufficiency.learning_curve(setup, [5000])
+
+
+def test_basin_width_of_a_quadratic_bowl():
+    axis = np.linspace(-2, 2, 401)
+    X, Y = np.meshgrid(axis, axis, indexing="ij")
+    a, b, rise = 4.0, 1.0, 0.5
+    loss = 0.5 * (a * X**2 + b * Y**2)
+    bowl = surface.Surface(
+        coords=(axis, axis), k=np.array([], dtype=int), loss=loss,
+        prefix_loss=np.zeros((0, 401, 401)), difference=np.zeros((0, 401, 401)), kind="custom",
+    )
+    width = bowl.basin_width(rise)
+    assert not width.truncated
+    assert width.radius == pytest.approx((2 * rise) ** 0.5 / (a * b) ** 0.25, rel=0.01)
+    assert bowl.basin_width(100.0).truncated  # the region reaches the edge of the grid

@@ -311,17 +311,21 @@ class _PrefixTerms:
         k = torch.arange(self.count + 1, self.count + n + 1, dtype=torch.float64)
         diffs = {}
         for name, x in values.items():
-            # chunk arithmetic in the problem's dtype, running totals in float64
-            before = x.cumsum(0) - x
+            # chunk arithmetic in the problem's dtype, running totals in float64. In place on
+            # our own temporaries (never on x): with full-space Hessian blocks (N×N per sample)
+            # every fresh temporary costs more than its arithmetic (benchmarks/bench_exact_full)
+            before = x.cumsum(0).sub_(x)
             total = x.sum(0, dtype=torch.float64)
             if name in self.sums:
-                before = before + self.sums[name].to(x.dtype)
-                self.sums[name] = self.sums[name] + total
+                before.add_(self.sums[name].to(x.dtype))
+                self.sums[name].add_(total)
             else:
                 self.sums[name] = total
             shape = (n,) + (1,) * (x.ndim - 1)
             previous = (k - 1).clamp_min(1).to(x.device, x.dtype).reshape(shape)
-            diffs[name] = (x - before / previous) / k.to(x.device, x.dtype).reshape(shape)
+            # (x − before / previous) / k, element for element the same numbers
+            before.div_(previous).neg_().add_(x).div_(k.to(x.device, x.dtype).reshape(shape))
+            diffs[name] = before
         self.count += n
         return diffs, k
 
@@ -411,18 +415,19 @@ def _exact_terms(
             for j in range(0, dim, columns):
                 losses, grads, hvps = per_sample_grads_and_hvps(prob, X, y, P[:, j : j + columns])
                 blocks.append(hvps if subspace is None else hvps @ P)  # rows p_jᵀ H_i P
-            B = torch.cat(blocks, dim=1)
+            B = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
             G = grads if subspace is None else grads @ P
         if subspace is not None:  # PᵀH_iP from two products: make it exactly symmetric
             B = 0.5 * (B + B.transpose(1, 2))
         diffs, k = prefix.differences(loss=losses, grad=G, hess=B)
         M = diffs["hess"]
+        trace = M.diagonal(dim1=1, dim2=2).sum(1)
         prefix.keep(
             k,
             gap=diffs["loss"],
             grad_sq=diffs["grad"].square().sum(1),
-            trace=M.diagonal(dim1=1, dim2=2).sum(1),
-            trace_sq=M.square().sum((1, 2)),
+            trace=trace,
+            trace_sq=M.square_().sum((1, 2)),  # M is our own temporary, not needed after
         )
         max_loss = max(max_loss, float(losses.max()))
         max_grad = max(max_grad, float(G.norm(dim=1).max()))

@@ -9,7 +9,7 @@ several data orders. Closed forms live in ``curvature``; rate fits in ``theory``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -219,6 +219,31 @@ def monte_carlo(
         samples=torch.cat(kept).numpy() if keep else None,
         antithetic=antithetic,
     )
+
+
+def across_orders(curve: Curve) -> Curve:
+    """The same estimate, with its uncertainty taken over data orders instead of draws.
+
+    With ``orders=P > 1`` the value averages P data orders, but ``stderr`` and ``samples`` describe
+    only the spread over parameter draws for those P fixed orders. Which sample comes k-th moves
+    d_k far more than the draws do, so an interval meant for the network or the data set (not for
+    these P orders) must resample orders. The returned curve has the same ``value``, ``stderr`` =
+    std over orders / √P of the per-order estimates, and ``samples`` = those estimates
+    (P × (K−1)), so ``fit_rate`` and ``sufficiency.k_star`` bootstrap over orders.
+
+    Example:
+        >>> curve = monte_carlo(prob, 0.1, 200, orders=30)   # doctest: +SKIP
+        >>> across_orders(curve).fit_rate(k_min=20).alpha_ci
+    """
+    if curve.per_order is None or curve.orders < 2:
+        raise ValueError(
+            f"the curve averages {curve.orders} data order(s); run monte_carlo(..., orders=P) "
+            "with P >= 2 to take intervals over orders."
+        )
+    per_order = curve.per_order
+    with np.errstate(invalid="ignore"):
+        stderr = np.nanstd(per_order, axis=0, ddof=1) / np.sqrt(curve.orders)
+    return replace(curve, stderr=stderr, samples=per_order)
 
 
 def pointwise(

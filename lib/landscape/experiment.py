@@ -113,7 +113,10 @@ def prepare(
     """
     check_choice("dtype", dtype, _DTYPES)
     device = resolve_device(device)
-    ds = data.load(dataset, root=root, download=download)
+    try:
+        ds = data.load(dataset, root=root, download=download)
+    except ValueError as error:  # name the notebook's parameter, not data.load's
+        raise ValueError(f"dataset={dataset!r}: {error}") from None
     ds, order = ordered(ds, order_seed)
     available = len(ds.train[0])
     if n_train is not None:

@@ -265,7 +265,11 @@ def surface_2d(
             lv = levels
         mappable = ax.contourf(xs, ys, shown, levels=lv, norm=norm)
         ax.contour(xs, ys, shown, levels=mappable.levels, colors="k", linewidths=0.3, alpha=0.5)
-    ax.figure.colorbar(mappable, ax=ax, label=cbar_label)
+    cbar = ax.figure.colorbar(mappable, ax=ax, label=cbar_label)
+    if log:  # ticks at powers of ten (a contour colour bar otherwise labels odd level edges)
+        cbar.ax.yaxis.set_major_locator(mpl.ticker.LogLocator())
+        cbar.ax.yaxis.set_major_formatter(mpl.ticker.LogFormatterSciNotation())
+        cbar.ax.yaxis.set_minor_locator(mpl.ticker.NullLocator())
     if mark_center and xs.min() <= 0 <= xs.max() and ys.min() <= 0 <= ys.max():
         ax.plot(
             [0], [0], marker="*", ms=10, color="white", mec="black", mew=0.6, ls="none", label="w*"
@@ -455,3 +459,88 @@ def savefig(fig: Figure, output_dir: str | os.PathLike[str] | None, name: str) -
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return write_atomic(Path(output_dir) / f"{stem}.png", buffer.getvalue())
+
+
+def band(
+    ax: Axes,
+    k: Sequence[float] | np.ndarray,
+    lower: Sequence[float] | np.ndarray,
+    upper: Sequence[float] | np.ndarray,
+    label: str | None = None,
+    color: str = "C0",
+    alpha: float = 0.12,
+) -> Axes:
+    """A shaded range between two measured curves (e.g. quantiles over data orders), unsmoothed.
+
+    On a log y axis the lower edge is clipped at a tenth of the smallest positive value of either
+    edge (the clipped edge means "down to zero"), as in :func:`curve`.
+
+    Args:
+        ax: the axes.
+        k: x values.
+        lower: the band's lower edge, aligned with ``k``.
+        upper: the band's upper edge, aligned with ``k``.
+        label: legend label.
+        color: fill colour.
+        alpha: fill opacity.
+
+    Returns:
+        ``ax``.
+    """
+    x, low, high = (np.asarray(a, dtype=float) for a in (k, lower, upper))
+    if not x.shape == low.shape == high.shape or x.ndim != 1:
+        raise ValueError(
+            f"k, lower and upper must be 1-D of the same length; got {x.shape}, {low.shape}, "
+            f"{high.shape}."
+        )
+    if _is_log(ax):
+        floor = _floor(np.concatenate([low, high]))
+        low, high = np.maximum(low, floor), np.maximum(high, floor)
+    ax.fill_between(x, low, high, color=color, alpha=alpha, linewidth=0, label=label)
+    if label is not None:
+        ax.legend()
+    return ax
+
+
+def sufficiency(
+    ax: Axes,
+    result: Any,
+    k_last: float,
+    color: str = "C3",
+    extend: float = 1.3,
+) -> Axes:
+    """Mark k*(ε) of a ``sufficiency.Sufficiency`` on rate axes drawn with :func:`rate_axes`.
+
+    Draws the threshold ε (dotted), k* as a vertical line with its interval shaded and, when k* is
+    extrapolated, the fitted power law: thin over its fit window ("power-law fit") and dashed,
+    labelled "extrapolation", from the last measured k to beyond the interval's upper end.
+
+    Args:
+        ax: the axes holding the measured curve.
+        result: the ``Sufficiency`` (its ``epsilon``, ``k_star``, ``interval``, ``extrapolated``,
+            ``fit``).
+        k_last: the last measured k (where the extrapolation starts).
+        color: colour of the markings.
+        extend: draw the extrapolation up to ``extend`` × the largest k it must reach.
+
+    Returns:
+        ``ax``.
+    """
+    eps = float(result.epsilon)
+    ax.axhline(eps, color=color, ls=":", lw=1.2, label=f"ε = {eps:.3g}")
+    k_star = float(result.k_star)
+    fit = result.fit
+    if result.extrapolated and fit is not None:
+        reach = np.nanmax([k_star, *result.interval, k_last])
+        inside = np.geomspace(fit.k_min, k_last, 50)
+        ax.plot(inside, fit.predict(inside), color=color, lw=0.9, alpha=0.8, label="power-law fit")
+        beyond = np.geomspace(k_last, extend * reach, 50)
+        ax.plot(beyond, fit.predict(beyond), color=color, ls="--", lw=1.4, label="extrapolation")
+    if np.isfinite(k_star):
+        how = "extrapolated" if result.extrapolated else "measured"
+        ax.axvline(k_star, color=color, lw=1.2, label=f"k* = {k_star:,.0f} ({how})")
+        low, high = result.interval
+        if np.isfinite(low) and np.isfinite(high) and high > low:
+            ax.axvspan(low, high, color=color, alpha=0.1, linewidth=0)
+    ax.legend()
+    return ax

@@ -22,7 +22,7 @@ from .checks import check_int, check_positive
 from .delta import Curve
 from .experiment import Setup
 from .problem import Problem
-from .theory import RateFit
+from .theory import RateFit, bootstrap_interval
 
 
 @dataclass(frozen=True, eq=False)
@@ -119,9 +119,8 @@ def k_star(
     estimate = _solve(fit.slope, fit.intercept, epsilon)
     boots = np.array([_solve(s, c, epsilon) for s, c in fit.bootstrap])
     boots = boots[np.isfinite(boots)]
-    tail = 100 * (1 - level) / 2
-    if len(boots):
-        interval = tuple(float(x) for x in np.percentile(boots, [tail, 100 - tail]))
+    if len(boots) and math.isfinite(estimate):
+        interval = bootstrap_interval(boots, estimate, level)
     else:
         interval = (estimate, estimate)
     return Sufficiency(

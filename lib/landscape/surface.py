@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -52,6 +53,55 @@ class Surface:
     def integrand(self, sigma: float) -> np.ndarray:
         """d_k(w)² · p(w) on the grid for every kept k: what Δ_k integrates (main paper Fig. 6)."""
         return self.difference**2 * self.density(sigma)[None]
+
+    def basin_width(self, rise: float) -> BasinWidth:
+        """How wide the basin of L_K around w* is on this slice, at a loss rise of ``rise``.
+
+        The region is the connected set of grid points around the point nearest w* where
+        L_K ≤ L_K(w*) + rise (4-neighbour connectivity, so a separate low basin further out does
+        not count). Its size is reported as a length in the slice's coordinates: the radius of
+        the disc of the same area, √(area/π), in 2-D; half its length in 1-D. For a quadratic
+        bowl ½ tᵀAt on a 2-D slice this is (2·rise)^½ / (λ₁λ₂)^¼ — wider means flatter.
+
+        Args:
+            rise: the loss increase (nats) that delimits the basin, > 0.
+
+        Returns:
+            ``BasinWidth(radius, truncated)``; ``truncated`` when the region reaches the grid's
+            edge (the radius is then a lower bound: scan a larger span).
+        """
+        from scipy import ndimage
+
+        rise = check_positive("rise", rise)
+        if any(not (c.min() <= 0 <= c.max()) for c in self.coords):
+            raise ValueError("the grid does not contain w* (coordinate 0); scan a span around 0.")
+        center = tuple(int(np.abs(c).argmin()) for c in self.coords)
+        inside = self.loss <= self.loss[center] + rise
+        labels, _ = ndimage.label(inside)
+        region = labels == labels[center]
+        cell = np.prod([np.ptp(c) / (len(c) - 1) for c in self.coords])
+        size = region.sum() * cell
+        radius = size / 2 if len(self.coords) == 1 else np.sqrt(size / np.pi)
+        edges = np.zeros_like(region)
+        for axis in range(region.ndim):
+            index = [slice(None)] * region.ndim
+            for end in (0, -1):
+                index[axis] = end
+                edges[tuple(index)] = True
+        return BasinWidth(float(radius), bool((region & edges).any()))
+
+
+class BasinWidth(NamedTuple):
+    """Size of the basin of L_K around w* on a slice (see ``Surface.basin_width``).
+
+    Attributes:
+        radius: √(area/π) of the connected region where L_K ≤ L_K(w*) + rise (2-D), or half its
+            length (1-D), in the slice's coordinates.
+        truncated: the region reaches the grid's edge, so ``radius`` is only a lower bound.
+    """
+
+    radius: float
+    truncated: bool
 
 
 def scan(

@@ -1,0 +1,108 @@
+"""1. ``delta.monte_carlo`` (Δ_k for every k) against the bare forward pass over the same draws.
+
+The floor is the cost of the B·K per-sample losses and nothing else: for the same B parameter
+vectors w* + σz (precomputed, so drawing z is not part of it), the faster of
+
+* "bare loop": one plain module (a private copy) whose parameters are re-pointed at each draw
+  (``vector_to_parameters``, no copy), then ``net(X)`` and per-sample cross-entropy into a (B, K)
+  result;
+* "bare vmap": ``vmap`` over chunks of 64 draws of ``functional_call`` + per-sample cross-entropy.
+
+Both run under ``torch.no_grad``, over all K samples at once, with none of our bookkeeping (drawing
+z, chunking, the cumulative sums, the running moments, the standard errors). ``monte_carlo`` runs
+on Problems with the strategy "auto" (what users get: the Problem times both on its first batch),
+"loop" and "vmap"; the table reports which one "auto" chose, how often it picks the faster one
+in 8 fresh Problems, and what drawing z alone costs. Target: ours ≤ 1.5× the floor.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch.func import functional_call, vmap
+from torch.nn import functional as F
+
+from landscape import delta
+from landscape.problem import Problem
+
+from ._common import bare_loop, normal_draws, parameter_draws, sizes, trained
+from ._timing import Row, interleaved
+
+SIGMA = 0.05
+
+
+def _bare_vmap(prob: Problem, W: torch.Tensor, chunk: int = 64):
+    net = copy.deepcopy(prob.model)
+    X, y = prob.X, prob.y
+
+    def loss(params: dict[str, torch.Tensor]) -> torch.Tensor:
+        return F.cross_entropy(functional_call(net, params, (X,)), y, reduction="none")
+
+    batched = vmap(loss)
+
+    def run() -> torch.Tensor:
+        with torch.no_grad():
+            return torch.cat(
+                [batched(prob.unflatten(W[i : i + chunk])) for i in range(0, len(W), chunk)]
+            )
+
+    return run
+
+
+def _auto_choice(setup, W: torch.Tensor) -> str:
+    """The strategy "auto" settles on in a fresh Problem (it times both on its first batch)."""
+    prob = setup.problem
+    fresh = Problem(setup.net, prob.X, prob.y, device=prob.device, dtype=prob.dtype)
+    fresh.per_sample_losses(W[:8])
+    return fresh.strategy
+
+
+def _case(label: str, setup, draws: int, repeats: int) -> Row:
+    prob = setup.problem
+    X, y = prob.X, prob.y
+    problems = {
+        strategy: Problem(setup.net, X, y, device=prob.device, dtype=prob.dtype, strategy=strategy)
+        for strategy in ("auto", "loop", "vmap")
+    }
+    W = parameter_draws(prob, SIGMA, draws)
+    bare = {"bare loop": bare_loop(prob, W), "bare vmap": _bare_vmap(prob, W)}
+    torch.testing.assert_close(bare["bare loop"](), bare["bare vmap"](), rtol=1e-4, atol=1e-5)
+
+    def ours(strategy: str):
+        return lambda: delta.monte_carlo(problems[strategy], SIGMA, draws, progress=False)
+
+    contenders = {f"ours {s}": ours(s) for s in problems} | bare
+    contenders["drawing z"] = lambda: normal_draws(prob.num_params, draws)
+    t = interleaved(contenders, repeats)
+    chosen = problems["auto"].strategy  # decided on the warm-up call, kept since
+    best = min(("loop", "vmap"), key=lambda s: t[f"ours {s}"].median)
+    fresh = [_auto_choice(setup, W) for _ in range(8)]
+    floor_name = min(bare, key=lambda name: t[name].median)
+    floor = t[floor_name].median
+    ratio = t["ours auto"].median / floor
+    return Row(
+        f"1 Δ_k vs bare fwd {label}",
+        f"monte_carlo auto→{chosen} ({draws} draws)",
+        t["ours auto"].median,
+        f"{floor_name} (same draws × samples)",
+        floor,
+        "A/B ≤ 1.5",
+        ratio <= 1.5,
+        note=(
+            f"{sizes(prob)}, σ={SIGMA}, medians of {repeats}. ours: loop "
+            f"{t['ours loop'].median:.3f}s, vmap {t['ours vmap'].median:.3f}s (faster: {best}, "
+            f"{t[f'ours {best}'].median / floor:.2f}× the floor); bare: loop "
+            f"{t['bare loop'].median:.3f}s, vmap {t['bare vmap'].median:.3f}s; ours auto "
+            f"{t['ours auto'].spread()}. Drawing the {draws} z alone (float64 randn): "
+            f"{t['drawing z'].median:.3f}s. 'auto' picked the faster ({best}) in "
+            f"{fresh.count(best)}/{len(fresh)} fresh Problems"
+        ),
+    )
+
+
+def run(quick: bool) -> list[Row]:
+    rows = [_case("digits", trained(), 64 if quick else 256, 3 if quick else 5)]
+    if not quick:
+        rows.append(_case("mnist1d", trained("mnist1d", 2, 128), 64, 5))
+    return rows
