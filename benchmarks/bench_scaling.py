@@ -31,9 +31,9 @@ DRAWS = 64
 
 def run(quick: bool) -> list[Row]:
     if quick:  # a smaller network, trained briefly: only its cost matters here
-        setup, ks, repeats = trained("mnist1d", 2, 64, epochs=3), [500, 1000, 2000, 4000], 1
+        setup, ks, repeats = trained("mnist1d", 2, 64, epochs=3), [500, 1000, 2000, 4000], 3
     else:
-        setup, ks, repeats = trained("mnist1d", 2, 128), [500, 900, 1600, 2800, 5000], 2
+        setup, ks, repeats = trained("mnist1d", 2, 128), [500, 900, 1600, 2800, 5000], 3
     ds = setup.dataset
     X = torch.cat([ds.train[0], ds.test[0]])
     y = torch.cat([ds.train[1], ds.test[1]])
