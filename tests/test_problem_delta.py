@@ -236,3 +236,32 @@ def test_pointwise_curve_over_orders(tiny_problem):
     assert (curve.lower <= curve.value).all() and (curve.value <= curve.upper).all()
     with pytest.raises(ValueError, match="level"):
         delta.pointwise(tiny_problem, level=1.5)
+
+
+def test_filter_normalised_directions_on_a_cnn():
+    torch.manual_seed(0)
+    net = (
+        nn.Sequential(
+            nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 2)
+        )
+        .double()
+        .eval()
+    )
+    X = torch.randn(6, 1, 4, 4, dtype=torch.float64)
+    prob = Problem(net, X, torch.tensor([0, 1, 0, 1, 1, 0]), device="cpu")
+    sub = directions.random(prob, 2, kind="filter", seed=0)
+    center = prob.unflatten(prob.center)
+    piece = prob.unflatten(sub.basis[:, 1])["0.weight"]  # (3, 1, 3, 3): one norm per filter
+    torch.testing.assert_close(
+        piece.flatten(1).norm(dim=1), center["0.weight"].flatten(1).norm(dim=1)
+    )
+
+
+def test_across_orders_takes_errors_over_orders(tiny_problem):
+    curve = delta.monte_carlo(tiny_problem, 0.2, 6, orders=5, progress=False)
+    over = delta.across_orders(curve)
+    np.testing.assert_array_equal(over.value, curve.value)
+    np.testing.assert_allclose(over.stderr, curve.per_order.std(0, ddof=1) / np.sqrt(5))
+    assert over.samples.shape == (5, 11)
+    with pytest.raises(ValueError, match="orders"):
+        delta.across_orders(delta.monte_carlo(tiny_problem, 0.2, 4, progress=False))
