@@ -175,8 +175,12 @@ def test_basin_width_of_a_quadratic_bowl():
     a, b, rise = 4.0, 1.0, 0.5
     loss = 0.5 * (a * X**2 + b * Y**2)
     bowl = surface.Surface(
-        coords=(axis, axis), k=np.array([], dtype=int), loss=loss,
-        prefix_loss=np.zeros((0, 401, 401)), difference=np.zeros((0, 401, 401)), kind="custom",
+        coords=(axis, axis),
+        k=np.array([], dtype=int),
+        loss=loss,
+        prefix_loss=np.zeros((0, 401, 401)),
+        difference=np.zeros((0, 401, 401)),
+        kind="custom",
     )
     width = bowl.basin_width(rise)
     assert not width.truncated

@@ -159,14 +159,7 @@ def test_notebook_is_stored_clean_with_a_parameters_cell(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_notebook_runs_with_tiny_parameters_and_records(name, tmp_path):
     output_dir = tmp_path / "out"
-    papermill.execute_notebook(
-        str(NOTEBOOKS / f"{name}.ipynb"),
-        str(tmp_path / "executed.ipynb"),
-        parameters={**TINY.get(name, {}), "output_dir": str(output_dir), "device": "cpu"},
-        cwd=str(NOTEBOOKS),
-        kernel_name="python3",
-        progress_bar=False,
-    )
+    _execute(name, tmp_path, {**TINY.get(name, {}), "output_dir": str(output_dir), "device": "cpu"})
     results = json.loads((output_dir / "results.json").read_text())
     missing = set(KEYS.get(name, [])) - set(results)
     assert not missing, f"{name} did not record {sorted(missing)}"
@@ -175,12 +168,17 @@ def test_notebook_runs_with_tiny_parameters_and_records(name, tmp_path):
 
 def test_a_bad_parameter_stops_a_notebook_with_a_clear_message(tmp_path):
     with pytest.raises(papermill.PapermillExecutionError) as error:
-        papermill.execute_notebook(
-            str(NOTEBOOKS / "01_theorem.ipynb"),
-            str(tmp_path / "executed.ipynb"),
-            parameters={"dataset": "imagenet", "output_dir": str(tmp_path)},
-            cwd=str(NOTEBOOKS),
-            kernel_name="python3",
-            progress_bar=False,
-        )
-    assert error.value.ename == "ValueError" and "imagenet" in error.value.evalue
+        _execute("01_theorem", tmp_path, {"dataset": "imagenet", "output_dir": str(tmp_path)})
+    assert error.value.ename == "ValueError" and "dataset='imagenet'" in error.value.evalue
+
+
+def _execute(name, tmp_path, parameters):
+    """Run one notebook under papermill, from the notebooks folder, into tmp_path."""
+    papermill.execute_notebook(
+        str(NOTEBOOKS / f"{name}.ipynb"),
+        str(tmp_path / "executed.ipynb"),
+        parameters=parameters,
+        cwd=str(NOTEBOOKS),
+        kernel_name="python3",
+        progress_bar=False,
+    )

@@ -51,19 +51,17 @@ class Setup:
 
     @property
     def test_accuracy(self) -> float:
-        return (
-            float(self.net.history.test_accuracy[-1])
-            if self.net.history.test_accuracy
-            else float("nan")
-        )
+        """Test accuracy of w* after its last epoch (NaN when it was not trained)."""
+        return _last(self.net.history.test_accuracy)
 
     @property
     def train_accuracy(self) -> float:
-        return (
-            float(self.net.history.train_accuracy[-1])
-            if self.net.history.train_accuracy
-            else float("nan")
-        )
+        """Training accuracy of w*'s last epoch (NaN when it was not trained)."""
+        return _last(self.net.history.train_accuracy)
+
+
+def _last(values) -> float:
+    return float(values[-1]) if values else float("nan")
 
 
 def ordered(ds: data.Dataset, order_seed: int | None) -> tuple[data.Dataset, Tensor]:
