@@ -21,6 +21,7 @@ from . import (
     bench_eigenpairs,
     bench_exact_full,
     bench_floor,
+    bench_hutchinson,
     bench_original,
     bench_scaling,
 )
@@ -35,6 +36,7 @@ BENCHMARKS = {
     "exact_full": bench_exact_full,
     "scaling": bench_scaling,
     "antithetic": bench_antithetic,
+    "hutchinson": bench_hutchinson,
 }
 
 

@@ -9,12 +9,17 @@ where ḡ_{k−1}, H̄_{k−1} are prefix means. Every term for every k follows 
 streamed in chunks with running sums (never a K×K Gram matrix, never all K Hessians in memory).
 Routes:
 
-* ``"subspace"`` — exact for any N: d per-sample Hessian-vector products give PᵀH_iP (d×d).
+* ``"subspace"`` — exact for any N: the projected derivatives Pᵀg_i and PᵀH_iP (d×d) of every
+  sample from ``projected_derivatives``, which picks the fastest route the network allows (forward
+  over reverse along a chain of layers, ``chain``; else forward mode or d per-sample HVPs).
 * ``"exact"`` — the full space with P = I: per-sample Hessians H_i from torch.func, chunked;
   fine up to N of a few thousand.
-* ``"hutchinson"`` — the full space for large N: per-sample HVPs on m probes shared across all k
-  give Tr M_k² = E_v ‖M_k v‖² with a standard error; Tr M_k is exact from BackPACK's per-sample
-  Hessian diagonal where BackPACK supports the network, else estimated from the same probes.
+* ``"hutchinson"`` — the full space for large N: projected per-sample Hessians on s top Hessian
+  directions (a range sketch) and m Rademacher probes shared across all k give Tr M_k² = ‖M_k‖_F²,
+  exactly on the directions and by probe pairs on the rest (``probe_pair_frobenius``), with a
+  standard error;
+  Tr M_k is exact from BackPACK's per-sample Hessian diagonal where BackPACK supports the network,
+  else estimated from the same probes.
 
 Per-sample gradients and Hessian traces are also available on their own (BackPACK ``BatchGrad`` /
 ``BatchDiagHessian``, with torch.func fallbacks that say they were used). Closed forms of Δ_k from
@@ -32,7 +37,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad, jacfwd, jvp, vmap
 
-from . import theory
+from . import chain, theory
 from .checks import check_choice, check_int, check_positive
 from .directions import Subspace, check_subspace
 from .problem import Problem
@@ -44,9 +49,18 @@ _BACKENDS = ("auto", "backpack", "torch.func")
 #: ``method="auto"`` materialises per-sample Hessians in the full space up to this many parameters.
 EXACT_MAX_PARAMS = 5_000
 
-#: Subspaces up to this dimension get their projected derivatives in forward mode
-#: (``projected_derivatives``); larger ones from d per-sample HVPs.
+#: ``projected_derivatives`` on a network that is not a chain of known layers (``chain.support``):
+#: up to this dimension in forward mode (``jacfwd(jacfwd)``), above it from d per-sample HVPs.
 FORWARD_MAX_DIM = 16
+
+#: ``projected_derivatives`` takes the chain route (``chain.chain_derivatives``) up to this
+#: dimension where the network allows it: no limit, since it beat per-sample HVPs at every d
+#: measured (one CPU thread, all samples): digits MLP 2×32 by 32×, 42×, 20×, 9× at d = 8, 32, 128,
+#: 512; mnist1d MLP 2×32 by 23×, 21×, 10× and mnist1d CNN 2×16 by 1.8×, 1.8×, 1.5× at d = 8, 32, 128
+#: (and jacfwd(jacfwd) by 5–8× at d = 8). Memory is bounded by chunking samples.
+CHAIN_MAX_DIM: int | float = float("inf")
+
+_ROUTES = ("auto", "chain", "forward", "hvp")
 
 
 @dataclass(frozen=True, eq=False)
@@ -155,22 +169,104 @@ def per_sample_grads_and_hvps(
     return losses, grads, hvps
 
 
+#: Layers whose second derivatives torch.func gets wrong under ``jacfwd(jacfwd)`` / ``hessian``
+#: (torch 2.14.1: non-symmetric Hessians through layer_norm; pytorch/pytorch#196700). Per-sample
+#: HVPs (``jvp`` of ``grad``) and the chain route are right for them and are used instead.
+_NESTED_AD_UNSAFE = (nn.LayerNorm,)
+
+
+def projected_route(prob: Problem, dim: int) -> tuple[str, str]:
+    """The route ``projected_derivatives`` takes for a d-dimensional basis, and a line saying why.
+
+    ``"chain"`` where the network is a chain of known layers (``chain.support``) and
+    d ≤ CHAIN_MAX_DIM; otherwise ``"forward"`` for d ≤ FORWARD_MAX_DIM and ``"hvp"`` above.
+    """
+    supported, why = chain.support(prob)
+    if supported and dim <= CHAIN_MAX_DIM:
+        return "chain", f"forward over reverse along the chain ({why})"
+    because = f"d={dim} > CHAIN_MAX_DIM" if supported else f"not a chain: {why}"
+    norms = [type(m).__name__ for m in prob.model.modules() if isinstance(m, _NESTED_AD_UNSAFE)]
+    if norms:  # torch.func's nested derivatives of these layers are wrong (torch 2.14)
+        return "hvp", (
+            f"d per-sample HVPs ({because}; jacfwd(jacfwd) is wrong through {norms[0]}: "
+            "pytorch/pytorch#196700)"
+        )
+    if dim <= FORWARD_MAX_DIM:
+        return "forward", f"jacfwd(jacfwd) of l_i(w* + Pz) ({because}; d ≤ {FORWARD_MAX_DIM})"
+    return "hvp", f"d per-sample HVPs ({because}; d > {FORWARD_MAX_DIM})"
+
+
 def projected_derivatives(
-    prob: Problem, X: Tensor, y: Tensor, P: Tensor
+    prob: Problem, X: Tensor, y: Tensor, P: Tensor, *, route: str = "auto"
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Losses (n,), projected gradients Pᵀg_i (n, d) and Hessians PᵀH_iP (n, d, d) of samples.
 
-    Differentiates φ_i(z) = l_i(w* + Pz) at z = 0 twice in forward mode (``jacfwd(jacfwd)``):
-    every tangent P e_j is shared by all samples, so the passes are batched matrix products and
-    no per-sample N-vector is ever formed. Costs about d(d+1) forward passes over the chunk, so
-    it beats per-sample HVPs (``per_sample_grads_and_hvps``) for small d only.
+    The derivatives of φ_i(z) = l_i(w* + Pz) at z = 0 for any basis P (N, d), orthonormal or
+    not; the Hessians are exactly symmetric. Routes (``"auto"`` is ``projected_route``):
+
+    * ``"chain"`` — forward over reverse along a chain of layers (``chain.chain_derivatives``):
+      about 4d layer products and d² feature dot products per sample; no per-sample N-vector.
+    * ``"forward"`` — ``jacfwd(jacfwd)`` of φ_i, batched over the samples: about d(d+1) forward
+      passes, for any network (small d only).
+    * ``"hvp"`` — d per-sample HVPs (``per_sample_grads_and_hvps``), then ``hvps @ P``; for any
+      network and any d.
+
+    Samples are processed in chunks that keep each route's working memory within
+    ``prob.max_memory``; the outputs (n·d² numbers) are the caller's.
     """
+    check_choice("route", route, _ROUTES)
+    dim = P.shape[1]
+    if route == "auto":
+        route = projected_route(prob, dim)[0]
+    samples, columns = _projected_chunks(prob, route, dim)
+    parts = [
+        _PROJECTED[route](prob, X[i : i + samples], y[i : i + samples], P, columns)
+        for i in range(0, len(X), samples)
+    ]
+    return tuple(torch.cat(t) for t in zip(*parts)) if len(parts) > 1 else parts[0]
+
+
+def _projected_chunks(prob: Problem, route: str, dim: int, block: int = 0) -> tuple[int, int]:
+    """(samples, HVP columns) per chunk of ``projected_derivatives``'s route within max_memory.
+
+    Per sample, the chain route keeps about 3d + 3 activations (values, tangents, direction
+    outputs, adjoints and their tangents), forward mode about 3d(d+1); both keep the d×d block
+    (four copies). ``block`` is what the caller keeps per sample besides, in floats.
+    """
+    if route == "hvp":
+        return _hvp_chunks(prob, dim, block=dim * dim + block)
+    copies = 3 * dim + 3 if route == "chain" else 3 * dim * (dim + 1)
+    per_sample = copies * prob._bytes_per_sample + 4 * (dim * dim + block) * 8
+    return max(1, min(prob.num_samples, prob.max_memory // per_sample)), dim
+
+
+def _forward_route(prob: Problem, X: Tensor, y: Tensor, P: Tensor, _columns: int):
     zero = torch.zeros(P.shape[1], dtype=P.dtype, device=P.device)
 
     def phi(z: Tensor) -> Tensor:
         return prob.sample_losses(prob.center + P @ z, X, y)
 
-    return phi(zero), jacfwd(phi)(zero), jacfwd(jacfwd(phi))(zero)
+    return phi(zero), jacfwd(phi)(zero), _symmetric(jacfwd(jacfwd(phi))(zero))
+
+
+def _hvp_route(prob: Problem, X: Tensor, y: Tensor, P: Tensor, columns: int):
+    blocks = []
+    for j in range(0, P.shape[1], columns):
+        losses, grads, hvps = per_sample_grads_and_hvps(prob, X, y, P[:, j : j + columns])
+        blocks.append(hvps @ P)  # rows p_jᵀ H_i P
+    return losses, grads @ P, _symmetric(torch.cat(blocks, dim=1))
+
+
+def _chain_route(prob: Problem, X: Tensor, y: Tensor, P: Tensor, _columns: int):
+    return chain.chain_derivatives(prob, X, y, P)
+
+
+def _symmetric(B: Tensor) -> Tensor:
+    """(B + Bᵀ)/2 for a batch of square matrices (two products give PᵀH_iP only to rounding)."""
+    return (B + B.transpose(1, 2)).mul_(0.5)
+
+
+_PROJECTED = {"chain": _chain_route, "forward": _forward_route, "hvp": _hvp_route}
 
 
 def per_sample_gradients(prob: Problem, backend: str = "auto") -> tuple[Tensor, str]:
@@ -344,6 +440,7 @@ def difference_terms(
     method: str = "auto",
     *,
     probes: int = 64,
+    deflate: int | None = None,
     seed: int = 0,
     progress: bool = True,
 ) -> DifferenceTerms:
@@ -355,15 +452,36 @@ def difference_terms(
         method: ``"auto"`` picks ``"subspace"`` when a subspace is given, else ``"exact"`` for
             N ≤ EXACT_MAX_PARAMS and ``"hutchinson"`` above; the choice is in ``.notes``.
             ``"exact"`` with a subspace means the exact subspace route.
-        probes: Rademacher probes for ``"hutchinson"`` (shared across every k).
+        probes: m, the Rademacher probes of ``"hutchinson"`` (shared across every k; at least 3).
+        deflate: s, the directions that ``"hutchinson"`` deflates exactly: an orthonormal Q
+            spanning about the top-s eigenspace of the Hessian of L_K (a randomized range sketch,
+            2s full-data HVPs); None: min(probes, N // 4); 0: none (plain probe pairs).
         seed: seed of the probes.
+
+    ``"hutchinson"`` estimates Tr M_k² for every k from the projected per-sample Hessians WᵀH_iW,
+    W = [Q, (I − QQᵀ)V] (s + m columns, ``projected_derivatives``): running sums give WᵀM_kW, and
+    ``probe_pair_frobenius`` turns it into ‖QᵀM_kQ‖_F² (exact) + 2‖QᵀM_k(I − QQᵀ)‖_F² (mean over
+    probes) + ‖(I − QQᵀ)M_k(I − QQᵀ)‖_F² (U-statistic over probe pairs), with a jackknife
+    standard error. Per-sample Hessian differences of a trained classifier carry most of their
+    mass in the top Hessian eigenspace, so deflating it cuts the standard error 3–9× at equal
+    probes; against per-sample-HVP Hutchinson (mean ‖M_k v‖²) at m = 64 it is 2.6–19× faster
+    with a 1.4–5× smaller error (digits and mnist1d MLPs, benchmarks/bench_hutchinson.py).
+    Tr M_k is exact from BackPACK's per-sample Hessian diagonal where BackPACK supports the
+    network, else Tr QᵀM_kQ plus Hutchinson on the deflated probes, with its standard error;
+    ``.notes`` says which.
         progress: show a progress bar over chunks of samples.
 
-    Cost: "subspace" K·d per-sample HVPs; "exact" K·N per-sample HVPs and one N×N running sum;
-    "hutchinson" K·m per-sample HVPs and one N×m running sum, plus one BackPACK pass for traces.
+    Cost: "subspace" K samples' projected derivatives (``projected_route``: about 4d layer
+    products each on a chain of layers, else d(d+1) forward passes or d per-sample HVPs);
+    "exact" K·N per-sample HVPs and one N×N running sum; "hutchinson" K samples' projected
+    derivatives in s + m directions (as "subspace" with d = s + m) and (s+m)² running sums, one
+    BackPACK pass for traces, and 2s full-data HVPs for Q.
     """
     check_choice("method", method, _METHODS)
-    probes = check_int("probes", probes, low=2)
+    probes = check_int("probes", probes, low=3)
+    if deflate is None:
+        deflate = min(probes, prob.num_params // 4)
+    deflate = check_int("deflate", deflate, low=0, high=prob.num_params - 1)
     subspace = check_subspace(prob, subspace)
     notes: list[str] = []
     if subspace is not None:
@@ -383,7 +501,7 @@ def difference_terms(
     else:
         route = method
     if route == "hutchinson":
-        return _hutchinson_terms(prob, probes, seed, progress, notes)
+        return _probe_pair_terms(prob, probes, seed, deflate, progress, notes)
     return _exact_terms(prob, subspace, route, progress, notes)
 
 
@@ -396,10 +514,10 @@ def _exact_terms(
         else subspace.basis
     )
     dim = P.shape[1]
-    forward = subspace is not None and dim <= FORWARD_MAX_DIM
-    if forward:
-        per_sample = 3 * dim * (dim + 1) * prob._bytes_per_sample + 4 * dim * dim * 8
-        samples = max(1, min(prob.num_samples, prob.max_memory // per_sample))
+    if subspace is not None:
+        projected, why = projected_route(prob, dim)
+        notes.append(f"per-sample PᵀH_iP by the '{projected}' route: {why}.")
+        samples, _ = _projected_chunks(prob, projected, dim)
     else:
         samples, columns = _hvp_chunks(prob, dim, block=dim * dim)
     prefix = _PrefixTerms()
@@ -408,17 +526,14 @@ def _exact_terms(
     bar = _bar(progress, prob.num_samples, f"per-sample curvature ({route}, d={dim})")
     for i in range(0, prob.num_samples, samples):
         X, y = prob.X[i : i + samples], prob.y[i : i + samples]
-        if forward:
-            losses, G, B = projected_derivatives(prob, X, y, P)
+        if subspace is not None:  # exactly symmetric PᵀH_iP
+            losses, G, B = projected_derivatives(prob, X, y, P, route=projected)
         else:
             blocks = []
             for j in range(0, dim, columns):
-                losses, grads, hvps = per_sample_grads_and_hvps(prob, X, y, P[:, j : j + columns])
-                blocks.append(hvps if subspace is None else hvps @ P)  # rows p_jᵀ H_i P
+                losses, G, hvps = per_sample_grads_and_hvps(prob, X, y, P[:, j : j + columns])
+                blocks.append(hvps)
             B = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
-            G = grads if subspace is None else grads @ P
-        if subspace is not None:  # PᵀH_iP from two products: make it exactly symmetric
-            B = 0.5 * (B + B.transpose(1, 2))
         diffs, k = prefix.differences(loss=losses, grad=G, hess=B)
         M = diffs["hess"]
         trace = M.diagonal(dim1=1, dim2=2).sum(1)
@@ -455,45 +570,145 @@ def _exact_terms(
     )
 
 
-def _hutchinson_terms(
-    prob: Problem, probes: int, seed: int, progress: bool, notes: list[str]
-) -> DifferenceTerms:
-    """Tr M_k² = E‖M_k v‖² over Rademacher v shared by every k; Tr M_k exact from BackPACK."""
+def probe_pair_frobenius(M: Tensor, deflated: int = 0) -> tuple[Tensor, Tensor]:
+    """An unbiased estimate of ‖A‖_F² = Tr A² from one projection WᵀAW, and its standard error.
+
+    ``M`` (..., s+m, s+m) holds WᵀAW for a symmetric A and W = [Q, Ṽ]: Q (N, s), s = ``deflated``,
+    orthonormal and fixed (independent of the probes), and Ṽ = (I − QQᵀ)V for m independent probes
+    v_p with E v vᵀ = I (Rademacher or Gaussian). Since E (v_pᵀ B v_q)² = E v_qᵀB²v_q = Tr B² for
+    p ≠ q and any symmetric B, with R = I − QQᵀ
+
+        ‖A‖_F² = ‖QᵀAQ‖_F² + 2‖QᵀAR‖_F² + ‖RAR‖_F²
+               ≈ ‖QᵀAQ‖_F² + 2/m Σ_p ‖QᵀAṽ_p‖² + 1/(m(m−1)) Σ_{p≠q} (ṽ_pᵀAṽ_q)²,
+
+    exact in the first term and unbiased in the others (the last is a U-statistic over the probe
+    pairs). With s = 0 it is the plain probe-pair estimator; s > 0 deflates as Hutch++ does (Meyer,
+    Musco, Musco & Woodruff 2021), here with Q chosen in advance. For Gaussian probes and s = 0,
+    Var = (8(m−2)/(m(m−1))) Tr A⁴ + (2/(m(m−1)))(2(Tr A²)² + 6 Tr A⁴): about 4× the variance of
+    Hutchinson's ‖Av‖² at equal m, plus a floor of relative variance 4/m² whatever the rank.
+
+    The standard error is the jackknife over probes: leaving probe p out gives the estimate
+    θ₋ₚ (the pair term becomes (T − 2R_p)/((m−1)(m−2)) with T = Σ_{p≠q} and R_p = Σ_{q≠p}), and
+    SE² = (m−1)/m Σ_p (θ₋ₚ − θ̄)². The pairs are dependent, so the usual Σ/#pairs variance would
+    be far too small; the jackknife is conservative for U-statistics (Efron & Stein 1981) and
+    covers at about the nominal rate from m ≈ 32 (tests/test_curvature_theory.py).
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> A = torch.diag(torch.arange(1.0, 6.0))  # ‖A‖_F² = 55
+        >>> V = 2.0 * torch.randint(0, 2, (5, 200), generator=g) - 1
+        >>> est, se = probe_pair_frobenius(V.T @ A @ V)
+        >>> round(float(est), 1), round(float(se), 1)
+        (55.0, 0.8)
+    """
+    m = M.shape[-1] - deflated
+    if m < 3:
+        raise ValueError(f"probe_pair_frobenius needs at least 3 probes, got {m}.")
+    pairs = M[..., deflated:, deflated:].square()
+    pairs.diagonal(dim1=-2, dim2=-1).zero_()
+    row = pairs.sum(-1)  # R_p
+    total = row.sum(-1, keepdim=True)  # T
+    estimate = total / (m * (m - 1))
+    left_out = (total - 2 * row) / ((m - 1) * (m - 2))
+    if deflated:
+        exact = M[..., :deflated, :deflated].square().sum((-2, -1))[..., None]
+        cross = M[..., :deflated, deflated:].square().sum(-2)  # ‖QᵀAṽ_p‖²
+        cross_sum = cross.sum(-1, keepdim=True)
+        estimate = estimate + exact + 2 * cross_sum / m
+        left_out = left_out + exact + 2 * (cross_sum - cross) / (m - 1)
+    spread = (left_out - left_out.mean(-1, keepdim=True)).square().sum(-1)
+    return estimate[..., 0], ((m - 1) / m * spread).sqrt()
+
+
+def _rademacher(prob: Problem, probes: int, seed: int) -> Tensor:
+    """(N, probes) Rademacher probes from a CPU generator: the same numbers on every device."""
     generator = torch.Generator().manual_seed(int(seed))
     V = torch.randint(0, 2, (prob.num_params, probes), generator=generator, dtype=torch.float64)
-    V = (2 * V - 1).to(device=prob.device, dtype=prob.dtype)
+    return (2 * V - 1).to(device=prob.device, dtype=prob.dtype)
+
+
+def _exact_traces(prob: Problem, notes: list[str]) -> Tensor | None:
+    """Per-sample Tr H_i from BackPACK where it supports the network (None otherwise, noted)."""
     try:
         traces, _ = per_sample_hessian_traces(prob, backend="backpack")
-        notes.append("Tr M_k exact from BackPACK BatchDiagHessian.")
     except ValueError as error:
-        traces = None
         notes.append(f"Tr M_k estimated from the probes: {error}")
-    samples, columns = _hvp_chunks(prob, probes)
+        return None
+    notes.append("Tr M_k exact from BackPACK BatchDiagHessian.")
+    return traces
+
+
+def _deflation_basis(prob: Problem, deflate: int, seed: int, notes: list[str]) -> Tensor:
+    """Q (N, s) orthonormal spanning about the top-s eigenspace of H = ∇²L_K(w*): a randomized
+    range sketch with two power steps, Q = orth(H orth(H Ω)) for Gaussian Ω (2s full-data HVPs;
+    Halko, Martinsson & Tropp 2011). Ω comes from its own generator, so Q is independent of the
+    probes. On the digits MLP it deflates almost as well as exact top eigenvectors (median
+    relative SE 0.020 against 0.017 with s = m = 64) at a fifth of the cost and cannot fail to
+    converge."""
+    from .hessian import hvp
+
+    generator = torch.Generator().manual_seed(int(seed) + 1_000_003)
+    Q = torch.randn(prob.num_params, deflate, generator=generator, dtype=torch.float64)
+    Q = Q.to(device=prob.device, dtype=prob.dtype)
+    for _ in range(2):
+        Q = torch.linalg.qr(hvp(prob, Q))[0]
+    notes.append(
+        f"deflated by a {deflate}-column range sketch of the Hessian ({2 * deflate} HVPs)."
+    )
+    return Q
+
+
+def _projected_chunk(prob: Problem, dim: int) -> int:
+    """Samples per chunk of ``_probe_pair_terms``: a per-sample gradient (its pass and N floats)
+    and the d×d blocks (four copies while differences form); ``projected_derivatives`` chunks
+    its own working memory within the chunk."""
+    per_sample = (
+        4 * prob._bytes_per_sample + 4 * prob.num_params * prob.dtype.itemsize + 4 * dim * dim * 8
+    )
+    return max(1, min(prob.num_samples, prob.max_memory // per_sample))
+
+
+def _probe_pair_terms(
+    prob: Problem, probes: int, seed: int, deflate: int, progress: bool, notes: list[str]
+) -> DifferenceTerms:
+    """Tr M_k² from projected per-sample Hessians WᵀH_iW, W = [Q, (I − QQᵀ)V]: the running sums
+    give WᵀM_kW for every k and ``probe_pair_frobenius`` estimates ‖M_k‖_F² from it."""
+    V = _rademacher(prob, probes, seed)
+    traces = _exact_traces(prob, notes)
+    if deflate:
+        Q = _deflation_basis(prob, deflate, seed, notes)
+        W = torch.cat([Q, V - Q @ (Q.T @ V)], dim=1)
+    else:
+        W = V
+    samples = _projected_chunk(prob, W.shape[1])
     prefix = _PrefixTerms()
     max_loss, max_grad = -np.inf, 0.0
-    bar = _bar(progress, prob.num_samples, f"per-sample HVPs (hutchinson, {probes} probes)")
+    notes.append(f"Tr M_k² from {probes} probes, deflated by {deflate} directions.")
+    bar = _bar(progress, prob.num_samples, f"projected Hessians ({deflate} + {probes} probes)")
     for i in range(0, prob.num_samples, samples):
         X, y = prob.X[i : i + samples], prob.y[i : i + samples]
-        parts = []
-        for j in range(0, probes, columns):
-            losses, grads, hvps = per_sample_grads_and_hvps(prob, X, y, V[:, j : j + columns])
-            parts.append(hvps)
-        U = torch.cat(parts, dim=1)  # (n, probes, N): H_i v
-        values = {"loss": losses, "grad": grads, "hv": U}
+        losses, grads, _ = per_sample_grads_and_hvps(prob, X, y, None)
+        B = projected_derivatives(prob, X, y, W)[2]
+        values = {"loss": losses, "grad": grads, "hess": 0.5 * (B + B.transpose(1, 2))}
         if traces is not None:
             values["trace"] = traces[i : i + len(X)]
         diffs, k = prefix.differences(**values)
-        Mv = diffs["hv"]  # (n, probes, N): M_k v
-        quad = torch.einsum("spn,np->sp", Mv, V.to(Mv.dtype))  # vᵀ M_k v
-        sq = Mv.square().sum(2)  # ‖M_k v‖²
+        M = diffs["hess"]  # (n, s+m, s+m): WᵀM_kW
+        trace_sq, trace_sq_stderr = probe_pair_frobenius(M, deflate)
+        if traces is not None:
+            trace, trace_stderr = diffs["trace"], torch.zeros_like(trace_sq)
+        else:  # Tr QᵀM_kQ exactly plus Hutchinson on the deflated probes
+            quad = M[:, deflate:, deflate:].diagonal(dim1=1, dim2=2)
+            trace = M[:, :deflate, :deflate].diagonal(dim1=1, dim2=2).sum(1) + quad.mean(1)
+            trace_stderr = _sem(quad)
         prefix.keep(
             k,
             gap=diffs["loss"],
             grad_sq=diffs["grad"].square().sum(1),
-            trace=diffs["trace"] if traces is not None else quad.mean(1),
-            trace_stderr=torch.zeros_like(quad[:, 0]) if traces is not None else _sem(quad),
-            trace_sq=sq.mean(1),
-            trace_sq_stderr=_sem(sq),
+            trace=trace,
+            trace_stderr=trace_stderr,
+            trace_sq=trace_sq,
+            trace_sq_stderr=trace_sq_stderr,
         )
         max_loss = max(max_loss, float(losses.max()))
         max_grad = max(max_grad, float(grads.norm(dim=1).max()))
