@@ -41,18 +41,18 @@ def trained(
     )
 
 
-def normal_draws(dim: int, count: int, seed: int = 0) -> torch.Tensor:
+def normal_draws(
+    dim: int, count: int, seed: int = 0, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """The (count, dim) standard normal z that ``delta.monte_carlo(..., seed=seed)`` draws, in order
-    (one ``randn(dim)`` per draw from a CPU generator seeded with ``seed``, in float64)."""
+    (one ``randn(dim)`` per draw from a CPU generator seeded with ``seed``, in the Problem's dtype)."""
     generator = torch.Generator().manual_seed(seed)
-    return torch.stack(
-        [torch.randn(dim, generator=generator, dtype=torch.float64) for _ in range(count)]
-    )
+    return torch.stack([torch.randn(dim, generator=generator, dtype=dtype) for _ in range(count)])
 
 
 def parameter_draws(prob: Problem, sigma: float, count: int, seed: int = 0) -> torch.Tensor:
     """The (count, N) full-space parameter vectors w* + σz that ``delta.monte_carlo`` evaluates."""
-    z = (sigma * normal_draws(prob.num_params, count, seed)).to(prob.device, prob.dtype)
+    z = (sigma * normal_draws(prob.num_params, count, seed, prob.dtype)).to(prob.device)
     return prob.center + z
 
 

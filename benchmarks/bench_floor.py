@@ -54,11 +54,11 @@ def _bare_vmap(prob: Problem, W: torch.Tensor, chunk: int = 64):
     return run
 
 
-def _auto_choice(setup, W: torch.Tensor) -> str:
-    """The strategy "auto" settles on in a fresh Problem (it times both on its first batch)."""
+def _auto_choice(setup, draws: int) -> str:
+    """The strategy "auto" settles on in a fresh Problem (it times both in its first call)."""
     prob = setup.problem
     fresh = Problem(setup.net, prob.X, prob.y, device=prob.device, dtype=prob.dtype)
-    fresh.per_sample_losses(W[:8])
+    delta.monte_carlo(fresh, SIGMA, draws, progress=False)
     return fresh.strategy
 
 
@@ -79,11 +79,11 @@ def _case(label: str, setup, draws: int, repeats: int) -> Row:
         return lambda: delta.monte_carlo(problems[strategy], SIGMA, draws, progress=False)
 
     contenders = {f"ours {s}": ours(s) for s in problems} | bare
-    contenders["drawing z"] = lambda: normal_draws(prob.num_params, draws)
+    contenders["drawing z"] = lambda: normal_draws(prob.num_params, draws, dtype=prob.dtype)
     t = interleaved(contenders, repeats)
     chosen = problems["auto"].strategy  # decided on the warm-up call, kept since
     best = min(("loop", "vmap"), key=lambda s: t[f"ours {s}"].median)
-    fresh = [_auto_choice(setup, W) for _ in range(8)]
+    fresh = [_auto_choice(setup, draws) for _ in range(8)]
     floor_name = min(bare, key=lambda name: t[name].median)
     floor = t[floor_name].median
     ratio = t["ours auto"].median / floor
@@ -101,7 +101,7 @@ def _case(label: str, setup, draws: int, repeats: int) -> Row:
             f"{t[f'ours {best}'].median / floor:.2f}× the floor); bare: loop "
             f"{t['bare loop'].median:.3f}s, vmap {t['bare vmap'].median:.3f}s (chunks of {chunk} "
             f"draws, the fastest of {', '.join(map(str, VMAP_CHUNKS))}); ours auto "
-            f"{t['ours auto'].spread()}. Drawing the {draws} z alone (float64 randn): "
+            f"{t['ours auto'].spread()}. Drawing the {draws} z alone (randn in the Problem's dtype): "
             f"{t['drawing z'].median:.3f}s. 'auto' picked the faster ({best}) in "
             f"{fresh.count(best)}/{len(fresh)} fresh Problems"
         ),

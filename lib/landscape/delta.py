@@ -22,6 +22,10 @@ from .problem import Problem
 #: Per-draw values are kept for bootstrap intervals while they take at most this many floats.
 MAX_KEPT_SAMPLES = 20_000_000
 
+#: Parameter vectors handed to ``Problem.per_sample_losses`` per call, at most (fewer calls cost
+#: less bookkeeping; the Problem splits them further into its own fastest chunks).
+DRAWS_PER_CALL = 256
+
 
 @dataclass(frozen=True, eq=False)
 class Curve:
@@ -154,7 +158,8 @@ def monte_carlo(
         sigma: standard deviation of the Gaussian perturbation, > 0.
         draws: number of parameter vectors to evaluate (even when ``antithetic``).
         subspace: perturb only inside this subspace; None for the full space.
-        seed: seed of the perturbations; the same seed gives the same curve.
+        seed: seed of the perturbations; the same seed (and dtype) gives the same curve, whatever
+            the memory budget and chunking.
         antithetic: draw pairs (z, −z) and average each pair before taking the mean. Under the
             quadratic model this cancels the odd term cᵀz·(a + ½zᵀMz) of d_k², which dominates
             the variance when the gradient difference is large; benchmarks/ measures the gain.
@@ -180,7 +185,11 @@ def monte_carlo(
     pair = 2 if antithetic else 1
     units = draws // pair
     keep = units * (prob.num_samples - 1) <= MAX_KEPT_SAMPLES
-    chunk_units = max(1, prob.chunk_sizes(draws)[0] // pair)
+    # draws per call of per_sample_losses (which chunks further for its own memory): as many as
+    # keep our per-draw arrays (the step, losses and squared differences over every order) within
+    # the memory budget, at most DRAWS_PER_CALL so the progress bar moves
+    per_draw = 8 * (prob.num_params + 3 * orders * prob.num_samples)
+    chunk_units = max(1, min(DRAWS_PER_CALL, prob.max_memory // per_draw) // pair)
 
     stats = _RunningMoments(prob.num_samples - 1, orders)
     kept = []
@@ -188,9 +197,9 @@ def monte_carlo(
     for start in range(0, units, chunk_units):
         n = min(chunk_units, units - start)
         z = torch.stack(
-            [torch.randn(dim, generator=generator, dtype=torch.float64) for _ in range(n)]
-        )
-        z = (sigma * z).to(device=prob.device, dtype=prob.dtype)
+            [torch.randn(dim, generator=generator, dtype=prob.dtype) for _ in range(n)]
+        )  # one randn(d) per draw, so the draws do not depend on the chunk sizes
+        z = (sigma * z).to(device=prob.device)
         if antithetic:
             z = torch.cat([z, -z])
         step = z if subspace is None else z @ subspace.basis.T

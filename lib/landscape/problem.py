@@ -119,6 +119,8 @@ class Problem:
         target_dtype = self.dtype if loss == "mse" else torch.long
         self.y = y.to(device=self.device, dtype=target_dtype)
         self._bytes_per_sample = _activation_bytes(model, self.X[:1])
+        self._vmap_draws: int | None = None  # fastest vmap chunk, measured by strategy="auto"
+        self.timings: dict[str, float] = {}  # seconds per draw measured by strategy="auto"
         self._check_deterministic()
 
     # -- sizes -------------------------------------------------------------------------------
@@ -207,32 +209,61 @@ class Problem:
         return out[0] if single else out
 
     def chunk_sizes(self, draws: int) -> tuple[int, int]:
-        """(draws per chunk, samples per chunk) that keep one chunk within ``max_memory``."""
+        """(draws per chunk, samples per chunk) that keep one chunk within ``max_memory``.
+
+        With the vmap strategy the draws per chunk are also capped by the fastest chunk that
+        ``strategy="auto"`` measured (small chunks whose activations stay in cache can be several
+        times faster per draw than the largest that fits in memory).
+        """
         per_sample = max(self._bytes_per_sample, 1)
         samples_fit = max(1, self.max_memory // per_sample)
         sample_chunk = min(self.num_samples, samples_fit)
         if self.strategy != "vmap":
             return min(draws, 64), sample_chunk
         per_draw = per_sample * sample_chunk + self.num_params * self.dtype.itemsize
-        return max(1, min(draws, self.max_memory // per_draw)), sample_chunk
+        fit = max(1, self.max_memory // per_draw)
+        return max(1, min(draws, fit, self._vmap_draws or fit)), sample_chunk
 
-    def _fastest_strategy(self, W: Tensor) -> str:
-        """Time the loop and the vmap strategy on a few draws; return the faster."""
+    def _fastest_strategy(self, W: Tensor, rounds: int = 2) -> str:
+        """Time the loop and the vmap strategy per draw and return the faster.
+
+        Both run on 8 draws, interleaved, best of ``rounds`` after a warm-up. Where vmap wins and
+        more draws fit in memory, vmap on the largest chunk that fits is timed too, and the faster
+        vmap chunk is kept for later calls (on a CPU small chunks whose activations stay in cache
+        can be several times faster per draw than the largest; on a GPU the largest usually wins).
+        """
+        self.strategy, self._vmap_draws = "vmap", None
+        largest, n = self.chunk_sizes(len(W))
+        small = min(8, largest)
+        times = self._time_per_draw([("loop", 8), ("vmap", small)], W, n, rounds)
+        if times["vmap", small] < times["loop", 8] and largest > small:
+            times |= self._time_per_draw([("vmap", largest)], W, n, rounds)
+        strategy, chunk = min(times, key=times.get)
+        self._vmap_draws = chunk if strategy == "vmap" else None
+        self.timings = {f"{s} ({c} draws)": t for (s, c), t in times.items()}
+        return strategy
+
+    def _time_per_draw(
+        self, candidates: list[tuple[str, int]], W: Tensor, n: int, rounds: int
+    ) -> dict[tuple[str, int], float]:
+        """Seconds per draw of each (strategy, draws per call) on the first ``n`` samples."""
         import time
 
-        timings = {}
-        for strategy in ("loop", "vmap"):
-            self.strategy = strategy
-            block = W[: min(len(W), 8, self.chunk_sizes(len(W))[0])]
-            n = self.chunk_sizes(len(block))[1]
-            with torch.no_grad():
-                self._losses_block(block, self.X[:n], self.y[:n])  # warm-up
-                start = time.perf_counter()
-                self._losses_block(block, self.X[:n], self.y[:n])
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize(self.device)
-            timings[strategy] = (time.perf_counter() - start) / len(block)
-        return min(timings, key=timings.get)
+        best = dict.fromkeys(candidates, math.inf)
+        X, y = self.X[:n], self.y[:n]
+        for round_ in range(rounds + 1):  # round 0 warms up
+            for strategy, chunk in candidates:
+                self.strategy = strategy
+                block = W[:chunk] if len(W) >= chunk else W[:1].expand(chunk, -1)
+                with torch.no_grad():
+                    start = time.perf_counter()
+                    self._losses_block(block, X, y)
+                    if self.device.type == "cuda":
+                        torch.cuda.synchronize(self.device)
+                seconds = (time.perf_counter() - start) / chunk
+                if round_:
+                    best[strategy, chunk] = min(best[strategy, chunk], seconds)
+        return best
 
     def _losses_block(self, W: Tensor, X: Tensor, y: Tensor) -> Tensor:
         """Per-sample losses (len(W), len(X)); called without autograd."""
