@@ -230,7 +230,7 @@ def surface_2d(
     cbar_label: str = "loss (nats)",
     xlabel: str = "α (direction 1)",
     ylabel: str = "β (direction 2)",
-    levels: int = 20,
+    levels: int | Sequence[float] = 20,
     mark_center: bool = True,
 ) -> Axes:
     """A landscape grid as filled contours or a heatmap, with a colour bar.
@@ -245,7 +245,8 @@ def surface_2d(
         cbar_label: the colour bar's label, with units.
         xlabel: x axis label.
         ylabel: y axis label.
-        levels: number of contour levels.
+        levels: number of contour levels, or the levels themselves (values beyond them are
+            drawn in the end colours, the colour bar marked with arrows).
         mark_center: mark (0, 0), the centre w*, when it lies in the grid.
 
     Returns:
@@ -263,7 +264,12 @@ def surface_2d(
             lv = np.logspace(lo, hi if hi > lo else lo + 1, levels)
         else:
             lv = levels
-        mappable = ax.contourf(xs, ys, shown, levels=lv, norm=norm)
+        # values beyond explicit levels take the end colours instead of leaving holes in the plot
+        extend = "neither"
+        if np.ndim(lv) == 1 and shown.count():
+            below, above = shown.min() < np.min(lv), shown.max() > np.max(lv)
+            extend = {(1, 1): "both", (1, 0): "min", (0, 1): "max"}.get((below, above), "neither")
+        mappable = ax.contourf(xs, ys, shown, levels=lv, norm=norm, extend=extend)
         ax.contour(xs, ys, shown, levels=mappable.levels, colors="k", linewidths=0.3, alpha=0.5)
     cbar = ax.figure.colorbar(mappable, ax=ax, label=cbar_label)
     if log:  # ticks at powers of ten (a contour colour bar otherwise labels odd level edges)
