@@ -193,7 +193,7 @@ def test_rerun_skips_forces_and_follows_parameters(project, capsys):
     assert "good: skipped (up to date)" in printed and "bad: running" in printed
     assert f"Report index: {project.runs / 'index.html'}" in printed
     assert _text(good_run) == before
-    assert "succeeded · cached" in _text(project.runs / "index.html")
+    assert "up to date (earlier run)" in _text(project.runs / "index.html")
 
     code = main(["run", plan, "--only", "good", "--force", "--output-root", out])
     printed = capsys.readouterr().out

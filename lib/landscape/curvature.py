@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.func import grad, jacfwd, jvp, vmap
+from torch.func import grad, jacfwd, vmap
 
 from . import chain, theory
 from .checks import check_choice, check_int, check_positive
@@ -161,11 +161,7 @@ def per_sample_grads_and_hvps(
     grads = vmap(gradient, in_dims=(None, 0, 0))(w, X, y)
     if V is None:
         return losses, grads, None
-
-    def hvp(x: Tensor, t: Tensor, v: Tensor) -> Tensor:
-        return jvp(lambda u: gradient(u, x, t), (w,), (v,))[1]
-
-    hvps = vmap(vmap(hvp, in_dims=(None, None, 1)), in_dims=(0, 0, None))(X, y, V)
+    hvps = vmap(vmap(prob.sample_hvp, in_dims=(None, None, 1)), in_dims=(0, 0, None))(X, y, V)
     return losses, grads, hvps
 
 

@@ -37,7 +37,7 @@ from curvlinops.papyan2020traces.spectrum import (
 )
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 from torch import Tensor, nn
-from torch.func import grad, hessian, jvp, vmap
+from torch.func import hessian, vmap
 
 from .checks import check_choice, check_int, check_positive
 from .directions import Subspace
@@ -693,15 +693,9 @@ def spectral_density(
 def _per_sample_hvps(prob: Problem, X: Tensor, y: Tensor, V: Tensor) -> Tensor:
     """H_i v_i for each sample i of (X, y) and its own vector v_i: (m, N) -> (m, N).
 
-    Forward-over-reverse (``jvp`` of ``grad``) on one sample's loss, vmapped over samples.
+    ``Problem.sample_hvp`` (forward over reverse on one sample's loss), vmapped over samples.
     """
-    gradient = grad(prob.sample_loss)
-    w = prob.center
-
-    def one(x: Tensor, t: Tensor, v: Tensor) -> Tensor:
-        return jvp(lambda u: gradient(u, x, t), (w,), (v,))[1]
-
-    return vmap(one)(X, y, V)
+    return vmap(prob.sample_hvp)(X, y, V)
 
 
 def _start_vectors(prob: Problem, count: int, generator: torch.Generator) -> Tensor:

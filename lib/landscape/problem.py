@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, vmap
+from torch.func import functional_call, grad, jvp, vmap
 from torch.nn import functional as F
 
 from .checks import check_choice, check_int, resolve_device
@@ -180,6 +180,16 @@ class Problem:
         """The loss l(w) of one sample (x, t) as a scalar: the function torch.func transforms
         (grad, jvp, hessian) differentiate, vmapped over samples."""
         return self.sample_losses(w, x[None], t[None])[0]
+
+    def sample_hvp(self, x: Tensor, t: Tensor, v: Tensor) -> Tensor:
+        """H v for the Hessian H of one sample's loss at w* and a vector ``v`` (N,).
+
+        Forward over reverse (``jvp`` of ``grad``), the per-sample HVP every route builds on:
+        vmap it over samples, vectors, or both. (Unlike nested forward mode, it is right through
+        LayerNorm in torch 2.14; see ``curvature._NESTED_AD_UNSAFE``.)
+        """
+        gradient = grad(self.sample_loss)
+        return jvp(lambda u: gradient(u, x, t), (self.center,), (v,))[1]
 
     def per_sample_losses(self, W: Tensor, *, progress: bool = False) -> Tensor:
         """Per-sample losses l_i(w) for i = 1..K at one vector (N,) -> (K,) or a batch (B, N) -> (B, K).

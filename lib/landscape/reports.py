@@ -922,7 +922,7 @@ def flatten_results(results: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 _BADGES = {
     "succeeded": ("succeeded", "#2e7d32"),
-    "cached": ("succeeded · cached", "#558b2f"),
+    "cached": ("up to date (earlier run)", "#558b2f"),
     "failed": ("failed", "#c62828"),
     "out of date": ("out of date", "#ef6c00"),
     "pending": ("pending", "#1565c0"),
@@ -983,7 +983,7 @@ def write_index(
         plan: the plan.
         plan_dir: its report folder (see :func:`plan_output_dir`).
         results: this call's results by run name; a run succeeded earlier and not re-executed now
-            is shown as "succeeded · cached".
+            is shown as "up to date (earlier run)".
         library: :func:`library_fingerprint`, if computed already.
         pending: runs this call will execute but has not finished (shown as "pending").
 
