@@ -257,9 +257,8 @@ def _chain_route(prob: Problem, X: Tensor, y: Tensor, P: Tensor, _columns: int):
     return chain.chain_derivatives(prob, X, y, P)
 
 
-def _symmetric(B: Tensor) -> Tensor:
-    """(B + Bᵀ)/2 for a batch of square matrices (two products give PᵀH_iP only to rounding)."""
-    return (B + B.transpose(1, 2)).mul_(0.5)
+#: (B + Bᵀ)/2 for a batch of square matrices (two products give PᵀH_iP only to rounding).
+_symmetric = chain._symmetric
 
 
 _PROJECTED = {"chain": _chain_route, "forward": _forward_route, "hvp": _hvp_route}
