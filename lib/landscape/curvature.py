@@ -683,8 +683,8 @@ def _probe_pair_terms(
     for i in range(0, prob.num_samples, samples):
         X, y = prob.X[i : i + samples], prob.y[i : i + samples]
         losses, grads, _ = per_sample_grads_and_hvps(prob, X, y, None)
-        B = projected_derivatives(prob, X, y, W)[2]
-        values = {"loss": losses, "grad": grads, "hess": 0.5 * (B + B.transpose(1, 2))}
+        B = projected_derivatives(prob, X, y, W)[2]  # exactly symmetric
+        values = {"loss": losses, "grad": grads, "hess": B}
         if traces is not None:
             values["trace"] = traces[i : i + len(X)]
         diffs, k = prefix.differences(**values)
