@@ -459,8 +459,8 @@ def difference_terms(
     probes) + ‖(I − QQᵀ)M_k(I − QQᵀ)‖_F² (U-statistic over probe pairs), with a jackknife
     standard error. Per-sample Hessian differences of a trained classifier carry most of their
     mass in the top Hessian eigenspace, so deflating it cuts the standard error 3–9× at equal
-    probes; against per-sample-HVP Hutchinson (mean ‖M_k v‖²) at m = 64 it is 2.6–19× faster
-    with a 1.4–5× smaller error (digits and mnist1d MLPs, benchmarks/bench_hutchinson.py).
+    probes; against per-sample-HVP Hutchinson (mean ‖M_k v‖²) at m = 64 it is 3.7–19× faster
+    with a 1.4–4.8× smaller error (digits and mnist1d MLPs, benchmarks/bench_hutchinson.py).
     Tr M_k is exact from BackPACK's per-sample Hessian diagonal where BackPACK supports the
     network, else Tr QᵀM_kQ plus Hutchinson on the deflated probes, with its standard error;
     ``.notes`` says which.
