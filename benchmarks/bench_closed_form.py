@@ -26,13 +26,8 @@ TARGET_RSE = 0.05
 
 def _hvp_route(prob, sub):
     """The same terms by the per-sample-HVP route (what a network that is not a chain gets for
-    d > FORWARD_MAX_DIM), for reference."""
-    saved = curvature.CHAIN_MAX_DIM, curvature.FORWARD_MAX_DIM
-    curvature.CHAIN_MAX_DIM = curvature.FORWARD_MAX_DIM = 0
-    try:
-        return curvature.difference_terms(prob, sub, progress=False)
-    finally:
-        curvature.CHAIN_MAX_DIM, curvature.FORWARD_MAX_DIM = saved
+    d > 16), for reference."""
+    return curvature.difference_terms(prob, sub, route="hvp", progress=False)
 
 
 def _draws_needed(prob, sub, sigma: float, cap: int) -> tuple[int, float, float, object]:

@@ -264,7 +264,9 @@ def test_dispatch_rule(tiny_problem, monkeypatch):
 
 def test_difference_terms_name_the_chain_route(bn_problem):
     v = directions.random(bn_problem, 2, seed=3).basis
-    sub = Subspace(torch.cat([torch.zeros_like(v[:, :1]), v], dim=1))
+    sparse = torch.zeros_like(v[:, :1])
+    sparse[-1] = 1.0  # a direction along one parameter of the last layer only
+    sub = Subspace(torch.cat([sparse, v], dim=1))
     terms = curvature.difference_terms(bn_problem, sub, progress=False)
     assert any("'chain' route" in note for note in terms.notes)
     _, G, B = _brute_force(bn_problem, sub.basis)
@@ -286,8 +288,9 @@ class _NormedResidual(nn.Module):
 
 
 def test_layer_norm_outside_a_chain_avoids_nested_forward_mode():
-    """torch.func's jacfwd(jacfwd) is wrong through LayerNorm (pytorch/pytorch#196700), so a
-    non-chain network holding one takes per-sample HVPs even for small d, and is right."""
+    """torch.func's jacfwd(jacfwd) is wrong through LayerNorm (pytorch/pytorch#196700): on a
+    non-chain network holding one, forward mode is the candidate for small d, fails its proof
+    against double backward, and per-sample HVPs are used instead, and are right."""
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(4, 5), _NormedResidual(), nn.Linear(5, 3)).double().eval()
     with torch.no_grad():
@@ -296,8 +299,9 @@ def test_layer_norm_outside_a_chain_avoids_nested_forward_mode():
     X = torch.randn(6, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     prob = Problem(net, X, torch.arange(6) % 3, dtype=torch.float64, device="cpu")
     sub = directions.random(prob, 3, seed=1)
-    route, why = curvature.projected_route(prob, 3)
-    assert route == "hvp" and "LayerNorm" in why
+    assert curvature.projected_route(prob, 3)[0] == "forward"
+    route, why = curvature.proven_route(prob, 3)
+    assert route == "hvp" and "'forward' route" in why and "disagreed" in why
     result = curvature.projected_derivatives(prob, prob.X, prob.y, sub.basis)
     for actual, expected in zip(result, _brute_force(prob, sub.basis)):
         _close(actual, expected)

@@ -12,7 +12,7 @@ Routes:
 * ``"subspace"`` — exact for any N: the projected derivatives Pᵀg_i and PᵀH_iP (d×d) of every
   sample from ``projected_derivatives``, which picks the fastest route the network allows (forward
   over reverse along a chain of layers, ``chain``; else forward mode or d per-sample HVPs).
-* ``"exact"`` — the full space with P = I: per-sample Hessians H_i from torch.func, chunked;
+* ``"exact"`` — the full space with P = I: per-sample Hessians H_i from per-sample HVPs, chunked;
   fine up to N of a few thousand.
 * ``"hutchinson"`` — the full space for large N: projected per-sample Hessians on s top Hessian
   directions (a range sketch) and m Rademacher probes shared across all k give Tr M_k² = ‖M_k‖_F²,
@@ -24,13 +24,25 @@ Routes:
 Per-sample gradients and Hessian traces are also available on their own (BackPACK ``BatchGrad`` /
 ``BatchDiagHessian``, with torch.func fallbacks that say they were used). Closed forms of Δ_k from
 these terms are ``DifferenceTerms.predict``; bounds and rate fits live in ``theory``.
+
+No route is trusted blindly: nested torch.func differentiation (``jacfwd(jacfwd)``,
+``torch.func.hessian``) is wrong through some normalisation layers in torch 2.14 (InstanceNorm,
+``F.layer_norm`` in a custom forward, ``nn.LayerNorm`` outside a chain), and which networks are
+affected cannot be read off their modules. So a route is used on a network only once it has been
+proven there (``proven_route``): two samples' losses, projected gradients and projected Hessians in
+random directions from the route against plain double backward (``hessian.per_sample_hvps_backward``,
+torch.autograd only), once per Problem and route. Where they disagree it falls back — chain or
+forward mode → per-sample HVPs → double backward — and ``.notes`` says which route ran, on what
+evidence, and any fallback.
 """
 
 from __future__ import annotations
 
 import copy
 import warnings
+import weakref
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -60,7 +72,7 @@ FORWARD_MAX_DIM = 16
 #: (and jacfwd(jacfwd) by 5–8× at d = 8). Memory is bounded by chunking samples.
 CHAIN_MAX_DIM: int | float = float("inf")
 
-_ROUTES = ("auto", "chain", "forward", "hvp")
+_ROUTES = ("auto", "chain", "forward", "hvp", "backward")
 
 
 @dataclass(frozen=True, eq=False)
@@ -165,31 +177,200 @@ def per_sample_grads_and_hvps(
     return losses, grads, hvps
 
 
-#: Layers whose second derivatives torch.func gets wrong under ``jacfwd(jacfwd)`` / ``hessian``
-#: (torch 2.14.1: non-symmetric Hessians through layer_norm; pytorch/pytorch#196700). Per-sample
-#: HVPs (``jvp`` of ``grad``) and the chain route are right for them and are used instead.
-_NESTED_AD_UNSAFE = (nn.LayerNorm,)
-
-
 def projected_route(prob: Problem, dim: int) -> tuple[str, str]:
-    """The route ``projected_derivatives`` takes for a d-dimensional basis, and a line saying why.
-
-    ``"chain"`` where the network is a chain of known layers (``chain.support``) and
+    """The route ``projected_derivatives`` tries first for a d-dimensional basis, and a line saying
+    why: ``"chain"`` where the network is a chain of known layers (``chain.support``) and
     d ≤ CHAIN_MAX_DIM; otherwise ``"forward"`` for d ≤ FORWARD_MAX_DIM and ``"hvp"`` above.
+
+    Only a candidate: ``proven_route`` checks it on the network before anything uses it.
     """
     supported, why = chain.support(prob)
     if supported and dim <= CHAIN_MAX_DIM:
         return "chain", f"forward over reverse along the chain ({why})"
     because = f"d={dim} > CHAIN_MAX_DIM" if supported else f"not a chain: {why}"
-    norms = [type(m).__name__ for m in prob.model.modules() if isinstance(m, _NESTED_AD_UNSAFE)]
-    if norms:  # torch.func's nested derivatives of these layers are wrong (torch 2.14)
-        return "hvp", (
-            f"d per-sample HVPs ({because}; jacfwd(jacfwd) is wrong through {norms[0]}: "
-            "pytorch/pytorch#196700)"
-        )
     if dim <= FORWARD_MAX_DIM:
         return "forward", f"jacfwd(jacfwd) of l_i(w* + Pz) ({because}; d ≤ {FORWARD_MAX_DIM})"
     return "hvp", f"d per-sample HVPs ({because}; d > {FORWARD_MAX_DIM})"
+
+
+#: Where a route falls back when it disagrees with plain double backward on a network.
+_FALLBACK = {"chain": "hvp", "forward": "hvp", "hvp": "backward"}
+_FALLBACK_WHY = {
+    "hvp": "d per-sample HVPs (jvp of grad)",
+    "backward": "plain double backward, one sample at a time (torch.autograd only; slow)",
+}
+
+
+def proof_tolerance(dtype: torch.dtype) -> float:
+    """The relative difference up to which a route counts as agreeing with double backward: √eps
+    of the dtype (1.5e-8 in float64, 3.5e-4 in float32).
+
+    Correct routes differ from double backward by rounding: at most 2e-15 in float64 on the
+    networks of tests/test_nested_ad.py, and 1e-6 in float32 on the largest-loss samples of
+    digits MLPs trained to 99.5 % accuracy (up to 1.4e-3 on pairs of confidently classified
+    samples, whose Hessians are mostly rounding — hence ``_proof_samples``). torch 2.14's
+    nested-derivative errors are 1e-2 to 1e1.
+    """
+    return float(torch.finfo(dtype).eps) ** 0.5
+
+
+class RouteProof(NamedTuple):
+    """A route checked against plain double backward on a network (``prove_route``).
+
+    Attributes:
+        route: the route checked.
+        error: the largest relative difference of losses, gradients and projected Hessians.
+        sample: the sample (an index into the Problem) where it occurred.
+        samples: the samples checked.
+        tolerance: ``proof_tolerance`` of the Problem's dtype.
+        failure: the error the route raised on this network ("" if it ran; ``error`` is then inf),
+            e.g. an operation without a forward-mode or vmap rule.
+    """
+
+    route: str
+    error: float
+    sample: int
+    samples: tuple[int, ...]
+    tolerance: float
+    failure: str = ""
+
+    @property
+    def holds(self) -> bool:
+        return self.error <= self.tolerance
+
+
+#: Proofs already made, per Problem (its network, samples and centre are fixed) and route.
+_PROOFS: weakref.WeakKeyDictionary[Problem, dict[str, RouteProof]] = weakref.WeakKeyDictionary()
+
+
+def prove_route(prob: Problem, route: str, *, samples: int = 2, probes: int = 4) -> RouteProof:
+    """Check a route of ``projected_derivatives`` on this network against plain double backward.
+
+    On the ``samples`` samples of largest loss at w* (``_proof_samples``) and ``probes`` Gaussian
+    directions V (N, probes) over all parameters, the route's l_i, Vᵀg_i and VᵀH_iV are compared
+    with those of ``hessian.per_sample_hvps_backward`` (``route_disagreement``). Every route is
+    bilinear in the directions — it computes PᵀH̃_iP for some H̃_i that does not depend on P — and
+    VᵀΔV ≠ 0 almost surely for a random V whenever the symmetric Δ = H̃_i − H_i is not zero, so
+    agreement here proves the route for every basis P on this network (up to the sampled
+    samples). The result is kept per Problem and route: the check costs two samples' route and
+    2·(1 + probes) reverse passes, once.
+    """
+    check_choice("route", route, _ROUTES)
+    key = f"{route}/{samples}/{probes}"
+    proofs = _PROOFS.setdefault(prob, {})
+    if key not in proofs:
+        index = _proof_samples(prob, check_int("samples", samples, low=1))
+        generator = torch.Generator().manual_seed(prob.num_params)
+        V = torch.randn(prob.num_params, probes, generator=generator, dtype=torch.float64)
+        V = V.to(device=prob.device, dtype=prob.dtype)
+        failure = ""
+        try:
+            error, sample = route_disagreement(prob, route, V, index)
+        except (RuntimeError, NotImplementedError) as exc:  # not a ValueError: a user's mistake
+            error, sample = float("inf"), int(index[0])
+            failure = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+        shown = tuple(int(i) for i in index)
+        proofs[key] = RouteProof(route, error, sample, shown, proof_tolerance(prob.dtype), failure)
+    return proofs[key]
+
+
+def proven_route(prob: Problem, dim: int, route: str = "auto") -> tuple[str, str]:
+    """The route that computes projected derivatives in dimension d on this network, and a line
+    saying which, why, and on what evidence.
+
+    The candidate (``projected_route`` for ``"auto"``, else ``route``) is checked against plain
+    double backward (``prove_route``). If it agrees within ``proof_tolerance`` it is taken;
+    otherwise (or where it cannot run on the network at all) the next route is tried — chain or forward mode → per-sample HVPs → double
+    backward (the reference itself) — and the line says which route disagreed, on which sample
+    and by how much. Nested torch.func differentiation is wrong through some layers in torch 2.14
+    (InstanceNorm, ``F.layer_norm`` in a custom forward, ``nn.LayerNorm``), and no list of layer
+    types can say in advance which networks are affected.
+
+    Example:
+        >>> proven_route(prob, 4)                                     # doctest: +SKIP
+        ('hvp', "the 'forward' route (...) disagreed with double backward on sample 3 by 1.8e-01
+        (relative; tolerance 1e-08); used d per-sample HVPs (jvp of grad), agreeing with double
+        backward on samples 3, 0 (relative difference 4.1e-16)")
+    """
+    check_choice("route", route, _ROUTES)
+    if route == "auto":
+        candidate, why = projected_route(prob, dim)
+    else:
+        candidate, why = route, _FALLBACK_WHY.get(route, "as asked")
+    failures = []
+    while candidate != "backward":
+        proof = prove_route(prob, candidate)
+        if proof.holds:
+            shown = ", ".join(str(i) for i in proof.samples)
+            why = (
+                f"{why}, agreeing with double backward on samples {shown} "
+                f"(relative difference {proof.error:.1e})"
+            )
+            break
+        if proof.failure:
+            failures.append(
+                f"the '{candidate}' route ({why}) fails on this network ({proof.failure})"
+            )
+        else:
+            failures.append(
+                f"the '{candidate}' route ({why}) disagreed with double backward on sample "
+                f"{proof.sample} by {proof.error:.1e} (relative; tolerance {proof.tolerance:.0e})"
+            )
+        candidate = _FALLBACK[candidate]
+        why = _FALLBACK_WHY[candidate]
+    return candidate, "; ".join([*failures, f"used {why}" if failures else why])
+
+
+def route_disagreement(prob: Problem, route: str, P: Tensor, index: Tensor) -> tuple[float, int]:
+    """The largest relative difference between a route's projected derivatives and plain double
+    backward on the samples ``index``, and the sample (an index into the Problem) where it occurs.
+
+    Compares the losses l_i, Pᵀg_i and PᵀH_iP from ``projected_derivatives(..., route=route)`` with
+    those of ``hessian.per_sample_hvps_backward`` (torch.autograd only; d reverse passes per
+    sample, so keep d small). Each difference is relative to the largest reference value of its
+    kind over the samples.
+    """
+    from .hessian import per_sample_hvps_backward
+
+    index = torch.as_tensor(index).reshape(-1)
+    X, y = prob.X[index], prob.y[index]
+    losses, G, B = projected_derivatives(prob, X, y, P, route=route)
+    ref_losses, ref_grads, HV = per_sample_hvps_backward(prob, X, y, P)
+    pairs = [(losses, ref_losses), (G, ref_grads @ P), (B, _symmetric(HV @ P))]
+    error = torch.zeros(len(index), dtype=torch.float64, device=P.device)
+    for value, reference in pairs:
+        value = value.double().reshape(len(index), -1)
+        reference = reference.double().reshape(len(index), -1)
+        scale = reference.norm(dim=1).max().clamp_min(torch.finfo(prob.dtype).tiny)
+        error = torch.maximum(error, (value - reference).norm(dim=1) / scale)
+    error = error.nan_to_num(float("inf"))
+    worst = int(error.argmax())
+    return float(error[worst]), int(index[worst])
+
+
+def proven_hvps(prob: Problem, route: str = "auto"):
+    """The per-sample HVP primitive for this network and a line saying which and why.
+
+    ``per_sample_grads_and_hvps`` (``Problem.sample_hvp``, jvp of grad, vmapped) where it agrees
+    with plain double backward (``prove_route`` of the ``"hvp"`` route), else
+    ``hessian.per_sample_hvps_backward``. Both map (prob, X, y, V) to (losses (n,), gradients
+    (n, N), H_i V (n, m, N)). ``route``: ``"auto"`` or ``"hvp"`` (proven), ``"backward"``.
+    """
+    check_choice("route", route, ("auto", "hvp", "backward"))
+    chosen, why = proven_route(prob, prob.num_params, "hvp" if route == "auto" else route)
+    if chosen == "hvp":
+        return per_sample_grads_and_hvps, why
+    from .hessian import per_sample_hvps_backward
+
+    return per_sample_hvps_backward, why
+
+
+def _proof_samples(prob: Problem, count: int) -> Tensor:
+    """The ``count`` samples of largest loss at w*, largest first: their curvature is the largest,
+    so a wrong route shows there far above rounding (a confidently classified sample's Hessian is
+    mostly rounding in float32)."""
+    losses = prob.per_sample_losses(prob.center).nan_to_num(float("inf"))
+    return losses.topk(min(count, prob.num_samples)).indices
 
 
 def projected_derivatives(
@@ -198,7 +379,7 @@ def projected_derivatives(
     """Losses (n,), projected gradients Pᵀg_i (n, d) and Hessians PᵀH_iP (n, d, d) of samples.
 
     The derivatives of φ_i(z) = l_i(w* + Pz) at z = 0 for any basis P (N, d), orthonormal or
-    not; the Hessians are exactly symmetric. Routes (``"auto"`` is ``projected_route``):
+    not; the Hessians are exactly symmetric. Routes:
 
     * ``"chain"`` — forward over reverse along a chain of layers (``chain.chain_derivatives``):
       about 4d layer products and d² feature dot products per sample; no per-sample N-vector.
@@ -206,6 +387,10 @@ def projected_derivatives(
       passes, for any network (small d only).
     * ``"hvp"`` — d per-sample HVPs (``per_sample_grads_and_hvps``), then ``hvps @ P``; for any
       network and any d.
+    * ``"backward"`` — d per-sample HVPs by plain double backward, one sample at a time
+      (``hessian.per_sample_hvps_backward``): the reference, slow.
+    * ``"auto"`` — the route ``proven_route`` proves for this network (the first three can be
+      wrong through some layers in torch 2.14; an explicit route is run unchecked).
 
     Samples are processed in chunks that keep each route's working memory within
     ``prob.max_memory``; the outputs (n·d² numbers) are the caller's.
@@ -213,7 +398,7 @@ def projected_derivatives(
     check_choice("route", route, _ROUTES)
     dim = P.shape[1]
     if route == "auto":
-        route = projected_route(prob, dim)[0]
+        route = proven_route(prob, dim)[0]
     samples, columns = _projected_chunks(prob, route, dim)
     parts = [
         _PROJECTED[route](prob, X[i : i + samples], y[i : i + samples], P, columns)
@@ -229,7 +414,7 @@ def _projected_chunks(prob: Problem, route: str, dim: int, block: int = 0) -> tu
     outputs, adjoints and their tangents), forward mode about 3d(d+1); both keep the d×d block
     (four copies). ``block`` is what the caller keeps per sample besides, in floats.
     """
-    if route == "hvp":
+    if route in ("hvp", "backward"):
         return _hvp_chunks(prob, dim, block=dim * dim + block)
     copies = 3 * dim + 3 if route == "chain" else 3 * dim * (dim + 1)
     per_sample = copies * prob._bytes_per_sample + 4 * (dim * dim + block) * 8
@@ -253,6 +438,16 @@ def _hvp_route(prob: Problem, X: Tensor, y: Tensor, P: Tensor, columns: int):
     return losses, grads @ P, _symmetric(torch.cat(blocks, dim=1))
 
 
+def _backward_route(prob: Problem, X: Tensor, y: Tensor, P: Tensor, columns: int):
+    from .hessian import per_sample_hvps_backward
+
+    blocks = []
+    for j in range(0, P.shape[1], columns):
+        losses, grads, hvps = per_sample_hvps_backward(prob, X, y, P[:, j : j + columns])
+        blocks.append(hvps @ P)
+    return losses, grads @ P, _symmetric(torch.cat(blocks, dim=1))
+
+
 def _chain_route(prob: Problem, X: Tensor, y: Tensor, P: Tensor, _columns: int):
     return chain.chain_derivatives(prob, X, y, P)
 
@@ -261,7 +456,12 @@ def _chain_route(prob: Problem, X: Tensor, y: Tensor, P: Tensor, _columns: int):
 _symmetric = chain._symmetric
 
 
-_PROJECTED = {"chain": _chain_route, "forward": _forward_route, "hvp": _hvp_route}
+_PROJECTED = {
+    "chain": _chain_route,
+    "forward": _forward_route,
+    "hvp": _hvp_route,
+    "backward": _backward_route,
+}
 
 
 def per_sample_gradients(prob: Problem, backend: str = "auto") -> tuple[Tensor, str]:
@@ -301,7 +501,16 @@ def _with_fallback(prob: Problem, backend: str, extension: str, fallback) -> tup
     return fallback(prob), "torch.func"
 
 
-_BACKPACK_ERRORS = (NotImplementedError, RuntimeError, ValueError, AttributeError, KeyError)
+#: What BackPACK raises for a network it cannot handle (AssertionError: a layer it knows fed by one
+#: it does not, e.g. a residual block's own forward, for second-order extensions).
+_BACKPACK_ERRORS = (
+    NotImplementedError,
+    RuntimeError,
+    ValueError,
+    AttributeError,
+    KeyError,
+    AssertionError,
+)
 _BACKPACK_LOSSES = {"cross_entropy": nn.CrossEntropyLoss, "mse": nn.MSELoss}
 _BACKPACK_FIELDS = {"BatchGrad": "grad_batch", "BatchDiagHessian": "diag_h_batch"}
 
@@ -352,6 +561,9 @@ def _torch_func_gradients(prob: Problem) -> Tensor:
 
 
 def _torch_func_traces(prob: Problem) -> Tensor:
+    products, why = proven_hvps(prob)
+    if products is not per_sample_grads_and_hvps:
+        warnings.warn(f"per-sample Hessian traces by {why}.", stacklevel=4)
     traces = torch.zeros(prob.num_samples, dtype=prob.dtype, device=prob.device)
     eye = torch.eye(prob.num_params, dtype=prob.dtype, device=prob.device)
     samples, columns = _hvp_chunks(prob, prob.num_params)
@@ -359,7 +571,7 @@ def _torch_func_traces(prob: Problem) -> Tensor:
         X, y = prob.X[i : i + samples], prob.y[i : i + samples]
         for j in range(0, prob.num_params, columns):
             E = eye[:, j : j + columns]
-            hvps = per_sample_grads_and_hvps(prob, X, y, E)[2]
+            hvps = products(prob, X, y, E)[2]
             traces[i : i + len(X)] += torch.einsum("smn,nm->s", hvps, E)
     return traces
 
@@ -437,6 +649,7 @@ def difference_terms(
     probes: int = 64,
     deflate: int | None = None,
     seed: int = 0,
+    route: str = "auto",
     progress: bool = True,
 ) -> DifferenceTerms:
     """a_k, ‖c_k‖², Tr M_k and Tr M_k² for every k = 2..K, exactly or with Hutchinson probes.
@@ -452,6 +665,12 @@ def difference_terms(
             spanning about the top-s eigenspace of the Hessian of L_K (a randomized range sketch,
             2s full-data HVPs); None: min(probes, N // 4); 0: none (plain probe pairs).
         seed: seed of the probes.
+        route: how per-sample second derivatives are computed (``projected_derivatives``):
+            ``"auto"`` (the fastest route the network allows), ``"chain"``, ``"forward"``,
+            ``"hvp"`` or ``"backward"``; the full-space exact route takes only ``"auto"``,
+            ``"hvp"`` or ``"backward"``. Whatever is asked, the route is first proven on two
+            samples against plain double backward and falls back where it disagrees
+            (``proven_route``); ``.notes`` says which route ran and any fallback.
 
     ``"hutchinson"`` estimates Tr M_k² for every k from the projected per-sample Hessians WᵀH_iW,
     W = [Q, (I − QQᵀ)V] (s + m columns, ``projected_derivatives``): running sums give WᵀM_kW, and
@@ -473,6 +692,7 @@ def difference_terms(
     BackPACK pass for traces, and 2s full-data HVPs for Q.
     """
     check_choice("method", method, _METHODS)
+    check_choice("route", route, _ROUTES)
     probes = check_int("probes", probes, low=3)
     if deflate is None:
         deflate = min(probes, prob.num_params // 4)
@@ -485,23 +705,31 @@ def difference_terms(
                 "method='hutchinson' is for the full space; in a subspace the exact route costs only "
                 "d per-sample HVPs per sample. Use method='auto' or 'subspace'."
             )
-        route = "subspace"
+        method = "subspace"
     elif method == "subspace":
         raise ValueError("method='subspace' needs a subspace; pass subspace=... or use 'auto'.")
     elif method == "auto":
-        route = "exact" if prob.num_params <= EXACT_MAX_PARAMS else "hutchinson"
+        method = "exact" if prob.num_params <= EXACT_MAX_PARAMS else "hutchinson"
         notes.append(
-            f"method='auto' chose '{route}' (N={prob.num_params}, exact up to {EXACT_MAX_PARAMS})."
+            f"method='auto' chose '{method}' (N={prob.num_params}, exact up to {EXACT_MAX_PARAMS})."
         )
-    else:
-        route = method
-    if route == "hutchinson":
-        return _probe_pair_terms(prob, probes, seed, deflate, progress, notes)
-    return _exact_terms(prob, subspace, route, progress, notes)
+    if method == "hutchinson":
+        return _probe_pair_terms(prob, probes, seed, deflate, route, progress, notes)
+    if subspace is None and route not in ("auto", "hvp", "backward"):
+        raise ValueError(
+            f"route={route!r} is for subspaces and method='hutchinson'; the full-space exact "
+            "route takes per-sample HVPs: use route='auto', 'hvp' or 'backward'."
+        )
+    return _exact_terms(prob, subspace, method, route, progress, notes)
 
 
 def _exact_terms(
-    prob: Problem, subspace: Subspace | None, route: str, progress: bool, notes: list[str]
+    prob: Problem,
+    subspace: Subspace | None,
+    method: str,
+    route: str,
+    progress: bool,
+    notes: list[str],
 ) -> DifferenceTerms:
     P = (
         torch.eye(prob.num_params, dtype=prob.dtype, device=prob.device)
@@ -510,15 +738,18 @@ def _exact_terms(
     )
     dim = P.shape[1]
     if subspace is not None:
-        projected, why = projected_route(prob, dim)
+        projected, why = proven_route(prob, dim, route)
         notes.append(f"per-sample PᵀH_iP by the '{projected}' route: {why}.")
         samples, _ = _projected_chunks(prob, projected, dim)
     else:
+        products, why = proven_hvps(prob, route)
+        name = "hvp" if products is per_sample_grads_and_hvps else "backward"
+        notes.append(f"per-sample Hessians H_i by the '{name}' route: {why}.")
         samples, columns = _hvp_chunks(prob, dim, block=dim * dim)
     prefix = _PrefixTerms()
     max_loss, max_grad, max_hess = -np.inf, 0.0, 0.0
     want_norms = dim <= 512
-    bar = _bar(progress, prob.num_samples, f"per-sample curvature ({route}, d={dim})")
+    bar = _bar(progress, prob.num_samples, f"per-sample curvature ({method}, d={dim})")
     for i in range(0, prob.num_samples, samples):
         X, y = prob.X[i : i + samples], prob.y[i : i + samples]
         if subspace is not None:  # exactly symmetric PᵀH_iP
@@ -526,7 +757,7 @@ def _exact_terms(
         else:
             blocks = []
             for j in range(0, dim, columns):
-                losses, G, hvps = per_sample_grads_and_hvps(prob, X, y, P[:, j : j + columns])
+                losses, G, hvps = products(prob, X, y, P[:, j : j + columns])
                 blocks.append(hvps)
             B = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
         diffs, k = prefix.differences(loss=losses, grad=G, hess=B)
@@ -554,7 +785,7 @@ def _exact_terms(
         grad_sq=prefix.result("grad_sq"),
         trace=prefix.result("trace"),
         trace_sq=prefix.result("trace_sq"),
-        method=route,
+        method=method,
         dim=dim,
         trace_stderr=zeros,
         trace_sq_stderr=zeros,
@@ -664,7 +895,13 @@ def _projected_chunk(prob: Problem, dim: int) -> int:
 
 
 def _probe_pair_terms(
-    prob: Problem, probes: int, seed: int, deflate: int, progress: bool, notes: list[str]
+    prob: Problem,
+    probes: int,
+    seed: int,
+    deflate: int,
+    route: str,
+    progress: bool,
+    notes: list[str],
 ) -> DifferenceTerms:
     """Tr M_k² from projected per-sample Hessians WᵀH_iW, W = [Q, (I − QQᵀ)V]: the running sums
     give WᵀM_kW for every k and ``probe_pair_frobenius`` estimates ‖M_k‖_F² from it."""
@@ -675,6 +912,9 @@ def _probe_pair_terms(
         W = torch.cat([Q, V - Q @ (Q.T @ V)], dim=1)
     else:
         W = V
+    route, why = proven_route(prob, W.shape[1], route)
+    notes.append(f"projected per-sample Hessians WᵀH_iW by the '{route}' route: {why}.")
+    gradients = proven_hvps(prob, "backward" if route == "backward" else "auto")[0]
     samples = _projected_chunk(prob, W.shape[1])
     prefix = _PrefixTerms()
     max_loss, max_grad = -np.inf, 0.0
@@ -682,8 +922,8 @@ def _probe_pair_terms(
     bar = _bar(progress, prob.num_samples, f"projected Hessians ({deflate} + {probes} probes)")
     for i in range(0, prob.num_samples, samples):
         X, y = prob.X[i : i + samples], prob.y[i : i + samples]
-        losses, grads, _ = per_sample_grads_and_hvps(prob, X, y, None)
-        B = projected_derivatives(prob, X, y, W)[2]  # exactly symmetric
+        losses, grads, _ = gradients(prob, X, y, None)
+        B = projected_derivatives(prob, X, y, W, route=route)[2]  # exactly symmetric
         values = {"loss": losses, "grad": grads, "hess": B}
         if traces is not None:
             values["trace"] = traces[i : i + len(X)]

@@ -13,6 +13,10 @@ Everything here concerns H = ∇²L_K(w*), the Hessian of the mean loss over all
 * ``per_sample_spectral_norms`` — ‖H_i‖₂ for every sample (M_H = max_i ‖H_i‖₂ of the bounds),
   by Lanczos or power iteration on per-sample HVPs vectorised over samples with vmap.
 * ``dense_hessian`` and ``per_sample_hessians`` — materialised matrices for small N and tests.
+* ``per_sample_hvps_backward`` — per-sample HVPs by plain double backward (torch.autograd only):
+  the slow reference that every faster per-sample route is proven against before it is used
+  (``curvature.proven_route``; nested torch.func derivatives are wrong through some normalisation
+  layers in torch 2.14).
 
 Nothing here touches the difference terms a_k, c_k, M_k (``curvature``) or Monte Carlo (``delta``).
 The caller's network is never modified: products are functional in the flat parameter vector, and
@@ -37,7 +41,7 @@ from curvlinops.papyan2020traces.spectrum import (
 )
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 from torch import Tensor, nn
-from torch.func import hessian, vmap
+from torch.func import vmap
 
 from .checks import check_choice, check_int, check_positive
 from .directions import Subspace
@@ -301,9 +305,15 @@ def dense_hessian(prob: Problem) -> Tensor:
 def per_sample_hessians(prob: Problem, indices: Sequence[int] | Tensor | None = None) -> Tensor:
     """Dense per-sample Hessians H_i = ∇²l_i(w*), shape (len(indices), N, N) (for small N).
 
-    ``torch.func.hessian`` of each sample's loss, vmapped over samples in chunks of at most
-    ``max_memory`` bytes of Hessians. ``indices`` are 0-based sample positions (all K by default).
+    Column j of H_i is the per-sample HVP H_i e_j (``Problem.sample_hvp``, jvp of grad), vmapped
+    over samples and identity columns in chunks within ``max_memory`` — not
+    ``torch.func.hessian``, whose nested derivatives are wrong through LayerNorm and InstanceNorm
+    in torch 2.14. The HVPs are first proven on the network against plain double backward
+    (``curvature.proven_hvps``); where they disagree, double backward computes every column (slow)
+    and a warning says so. ``indices`` are 0-based sample positions (all K by default).
     """
+    from .curvature import _hvp_chunks, per_sample_grads_and_hvps, proven_hvps
+
     if indices is None:
         index = torch.arange(prob.num_samples, device=prob.device)
     else:
@@ -315,17 +325,68 @@ def per_sample_hessians(prob: Problem, indices: Sequence[int] | Tensor | None = 
                 f"indices must be integers in [0, {prob.num_samples - 1}]; got {indices!r}."
             )
     n = prob.num_params
-    chunk = max(
-        1, min(prob.chunk_sizes(1)[1] // n, prob.max_memory // (n * n * prob.dtype.itemsize))
+    out = torch.zeros(index.numel(), n, n, device=prob.device, dtype=prob.dtype)
+    if not index.numel():
+        return out
+    products, why = proven_hvps(prob)
+    if products is not per_sample_grads_and_hvps:
+        warnings.warn(f"per-sample Hessians by {why}.", stacklevel=2)
+    eye = torch.eye(n, device=prob.device, dtype=prob.dtype)
+    samples, columns = _hvp_chunks(prob, n)
+    for i in range(0, index.numel(), samples):
+        rows = index[i : i + samples]
+        X, y = prob.X[rows], prob.y[rows]
+        for j in range(0, n, columns):
+            hvps = products(prob, X, y, eye[:, j : j + columns])[2]  # (n, m, N): H_i e_j
+            out[i : i + len(rows), :, j : j + columns] = hvps.transpose(1, 2)
+    return out
+
+
+def per_sample_hvps_backward(
+    prob: Problem, X: Tensor, y: Tensor, V: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Losses (n,), gradients (n, N) and products H_i V (n, m, N) of samples (X, y) by plain
+    double backward; ``V`` (N, m) holds the vectors (None skips the products).
+
+    One sample at a time: ∇l_i(w*) by reverse mode with ``create_graph``, then one reverse pass
+    through it per vector (reverse over reverse, ``torch.autograd`` only: no torch.func transform,
+    no vmap). This is the reference the faster per-sample routes are proven against before they
+    are used, and their last resort: nested torch.func differentiation (``jacfwd(jacfwd)``,
+    ``torch.func.hessian``) is wrong through some normalisation layers in torch 2.14, plain double
+    backward is not. Slow: a Python loop over samples and vectors.
+
+    Example:
+        >>> losses, grads, HV = per_sample_hvps_backward(prob, prob.X[:2], prob.y[:2], V)  # doctest: +SKIP
+    """
+    columns = None if V is None else V.reshape(prob.num_params, -1)
+    w = prob.center.detach().requires_grad_(True)  # a fresh leaf; prob.center is untouched
+    losses, grads, products = [], [], []
+    with torch.enable_grad():
+        for x, t in zip(X, y):
+            loss = prob.sample_loss(w, x, t)
+            (gradient,) = torch.autograd.grad(loss, w, create_graph=columns is not None)
+            losses.append(loss.detach())
+            grads.append(gradient.detach())
+            if columns is None:
+                continue
+            rows = torch.zeros_like(columns.T)
+            if gradient.requires_grad:  # else the loss is linear in w: H_i = 0
+                for j in range(columns.shape[1]):
+                    (product,) = torch.autograd.grad(
+                        gradient,
+                        w,
+                        columns[:, j],
+                        retain_graph=j < columns.shape[1] - 1,
+                        allow_unused=True,
+                    )
+                    if product is not None:
+                        rows[j] = product
+            products.append(rows)
+    return (
+        torch.stack(losses),
+        torch.stack(grads),
+        None if columns is None else torch.stack(products),
     )
-    per_sample = vmap(hessian(prob.sample_loss), in_dims=(None, 0, 0))
-    pieces = [
-        per_sample(prob.center, prob.X[index[i : i + chunk]], prob.y[index[i : i + chunk]])
-        for i in range(0, index.numel(), chunk)
-    ]
-    if not pieces:
-        return torch.zeros(0, n, n, device=prob.device, dtype=prob.dtype)
-    return torch.cat(pieces)
 
 
 # -- top eigenpairs --------------------------------------------------------------------------------
@@ -698,6 +759,20 @@ def _per_sample_hvps(prob: Problem, X: Tensor, y: Tensor, V: Tensor) -> Tensor:
     return vmap(prob.sample_hvp)(X, y, V)
 
 
+def _per_sample_hvps_backward(prob: Problem, X: Tensor, y: Tensor, V: Tensor) -> Tensor:
+    """``_per_sample_hvps`` by plain double backward (``per_sample_hvps_backward``), for networks
+    on which the vmapped HVPs disagree with it."""
+    return torch.stack(
+        [
+            per_sample_hvps_backward(prob, X[i : i + 1], y[i : i + 1], V[i])[2][0, 0]
+            for i in range(len(X))
+        ]
+    )
+
+
+PerSampleHVPs = Callable[[Problem, Tensor, Tensor, Tensor], Tensor]
+
+
 def _start_vectors(prob: Problem, count: int, generator: torch.Generator) -> Tensor:
     V = torch.randn(count, prob.num_params, generator=generator, dtype=torch.float64)
     V = V.to(device=prob.device, dtype=prob.dtype)
@@ -710,7 +785,13 @@ LANCZOS_BASIS = 32
 
 
 def _lanczos_norms(
-    prob: Problem, X: Tensor, y: Tensor, V0: Tensor, steps: int, tol: float
+    prob: Problem,
+    X: Tensor,
+    y: Tensor,
+    V0: Tensor,
+    steps: int,
+    tol: float,
+    product: PerSampleHVPs = _per_sample_hvps,
 ) -> tuple[Tensor, Tensor, Tensor, int]:
     """Largest-|λ| Ritz pairs of m per-sample Hessians by explicitly restarted Lanczos.
 
@@ -729,7 +810,7 @@ def _lanczos_norms(
     hvps, remaining = 0, steps
     while active.numel() and remaining > 0:
         length = min(LANCZOS_BASIS, remaining)
-        cycle = _lanczos_cycle(prob, X[active], y[active], start[active], length, tol)
+        cycle = _lanczos_cycle(prob, X[active], y[active], start[active], length, tol, product)
         theta[active], U[active], start[active] = cycle.theta, cycle.vector, cycle.restart
         used[active] += cycle.taken
         hvps += active.numel() * cycle.ran
@@ -748,7 +829,13 @@ class _Cycle(NamedTuple):
 
 
 def _lanczos_cycle(
-    prob: Problem, X: Tensor, y: Tensor, V0: Tensor, steps: int, tol: float
+    prob: Problem,
+    X: Tensor,
+    y: Tensor,
+    V0: Tensor,
+    steps: int,
+    tol: float,
+    product: PerSampleHVPs = _per_sample_hvps,
 ) -> _Cycle:
     """One Lanczos cycle per sample, m of them side by side, from start vectors V0 (m, N).
 
@@ -772,7 +859,7 @@ def _lanczos_cycle(
     scale = torch.full((m,), torch.finfo(V0.dtype).tiny, device=V0.device, dtype=V0.dtype)
     j = 0
     for j in range(steps):
-        W = _per_sample_hvps(prob, X, y, Q[:, j])
+        W = product(prob, X, y, Q[:, j])
         alpha[:, j] = (Q[:, j] * W).sum(1)
         W = W - alpha[:, j, None] * Q[:, j]
         if j > 0:
@@ -817,7 +904,13 @@ def _ritz(alpha: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _power_norms(
-    prob: Problem, X: Tensor, y: Tensor, V0: Tensor, steps: int, tol: float
+    prob: Problem,
+    X: Tensor,
+    y: Tensor,
+    V0: Tensor,
+    steps: int,
+    tol: float,
+    product: PerSampleHVPs = _per_sample_hvps,
 ) -> tuple[Tensor, Tensor, Tensor, int]:
     """Largest-|λ| eigenpairs of m per-sample Hessians by power iteration run side by side.
 
@@ -835,7 +928,7 @@ def _power_norms(
     done = torch.zeros(m, dtype=torch.bool, device=V.device)
     t = 0
     for t in range(steps):
-        W = _per_sample_hvps(prob, X, y, V)
+        W = product(prob, X, y, V)
         theta = torch.where(done, theta, (V * W).sum(1))
         residual = (W - theta[:, None] * V).norm(dim=1)
         newly = ~done & (residual <= tol * theta.abs())
@@ -870,7 +963,9 @@ def per_sample_spectral_norms(
     """Spectral norms ‖H_i(w*)‖₂ = max_j |λ_j(H_i)| of every per-sample Hessian, and M_H = max_i.
 
     Each H_i is only touched through per-sample HVPs H_i v (``jvp`` of ``grad``), vectorised over
-    a chunk of samples with ``vmap``, each sample with its own vector. Methods:
+    a chunk of samples with ``vmap``, each sample with its own vector — after they are proven on
+    the network against plain double backward (``curvature.proven_hvps``); where they disagree,
+    double backward takes over (slow) and a warning says so. Methods:
 
     * ``"lanczos"`` (default): one Lanczos process per sample with full reorthogonalisation,
       restarted from its best Ritz vector every ``LANCZOS_BASIS`` steps; the Ritz value of
@@ -906,6 +1001,13 @@ def per_sample_spectral_norms(
     tol = check_positive("tol", tol)
     seed = check_int("seed", seed, low=0)
 
+    from .curvature import per_sample_grads_and_hvps, proven_hvps
+
+    products, why = proven_hvps(prob)  # vmapped HVPs only where double backward confirms them
+    product = _per_sample_hvps
+    if products is not per_sample_grads_and_hvps:
+        warnings.warn(f"per-sample spectral norms by {why}.", stacklevel=2)
+        product = _per_sample_hvps_backward
     n, K = prob.num_params, prob.num_samples
     vectors_per_sample = (min(iters, LANCZOS_BASIS) + 8) if method == "lanczos" else 8
     by_memory = prob.max_memory // (vectors_per_sample * n * prob.dtype.itemsize)
@@ -924,8 +1026,8 @@ def per_sample_spectral_norms(
         for k0 in starts:
             X, y = prob.X[k0 : k0 + chunk], prob.y[k0 : k0 + chunk]
             V0 = _start_vectors(prob, len(X), generator)
-            values, U, steps_used, count = run(prob, X, y, V0, iters, tol)
-            HU = _per_sample_hvps(prob, X, y, U)
+            values, U, steps_used, count = run(prob, X, y, V0, iters, tol, product)
+            HU = product(prob, X, y, U)
             theta[k0 : k0 + len(X)] = values
             residuals[k0 : k0 + len(X)] = (HU - values[:, None] * U).norm(dim=1)
             used[k0 : k0 + len(X)] = steps_used
