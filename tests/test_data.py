@@ -104,7 +104,8 @@ def test_mnist1d_corrupted_cache_is_regenerated_without_touching_global_rngs(mni
     cached.write_bytes(b"not an npz file")
     random.seed(123)
     np.random.seed(123)
-    again = data.load("mnist1d", root=mnist1d_root)  # regenerates; make_dataset seeds globals
+    with pytest.warns(RuntimeWarning, match="unreadable .*regenerating"):
+        again = data.load("mnist1d", root=mnist1d_root)  # regenerates; make_dataset seeds globals
     assert random.random() == random.Random(123).random()
     assert np.random.rand() == np.random.RandomState(123).rand()
     assert torch.equal(again.train[0], mnist1d.train[0])

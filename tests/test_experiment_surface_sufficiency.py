@@ -43,7 +43,7 @@ def test_prepare_orders_trains_and_wraps(setup):
     "kwargs, message",
     [
         ({"dataset": "imagenet"}, "dataset|name"),
-        ({"model": "transformer"}, "kind"),
+        ({"model": "transformer"}, "model='transformer'"),
         ({"k_max": 5000}, "k_max=5000 is larger than the 1347"),
         ({"n_train": 1}, "n_train"),
         ({"dtype": "float16"}, "dtype"),

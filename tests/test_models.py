@@ -136,3 +136,12 @@ def test_bad_input_names_the_parameter(kind, shape, cfg, match):
 def test_bad_num_classes():
     with pytest.raises(ValueError, match="num_classes=1"):
         models.build("mlp", (4,), 1)
+
+
+def test_kinks_names_the_piecewise_linear_layers():
+    relu_cnn = models.build("cnn", (1, 8, 8), 10, depth=1, channels=2)
+    assert models.kinks(relu_cnn) == ["ReLU", "MaxPool2d"]
+    assert models.kinks(models.build("mlp", (4,), 3, depth=2, width=5, activation="tanh")) == []
+    assert models.kinks(nn.Sequential(nn.Linear(4, 4), nn.LeakyReLU(), nn.Linear(4, 2))) == [
+        "LeakyReLU"
+    ]

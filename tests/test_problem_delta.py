@@ -100,7 +100,7 @@ def test_direction_bad_inputs(tiny_problem):
     with pytest.raises(ValueError, match="basis"):
         Subspace(torch.zeros(5))
     with pytest.raises(ValueError, match="rows"):
-        delta.monte_carlo(tiny_problem, 0.1, 4, subspace=Subspace(torch.ones(7, 2)))
+        delta.monte_carlo(tiny_problem, 0.1, 4, subspace=Subspace(torch.eye(7, 2)))
 
 
 # -- Monte Carlo ------------------------------------------------------------------------------------
@@ -138,9 +138,9 @@ def test_cumulative_sum_equals_recomputing_each_prefix(tiny_problem):
 
 
 def test_subspace_moves_along_every_direction(tiny_problem):
-    """Only the second basis vector is non-zero: the loss must still move."""
-    v = directions.random(tiny_problem, 1, seed=2).basis[:, 0]
-    basis = torch.stack([torch.zeros_like(v), v], dim=1)
+    """The first basis vector is negligible (a zero one is refused): the loss must still move."""
+    u, v = directions.random(tiny_problem, 2, seed=2).basis.T
+    basis = torch.stack([1e-12 * u, v], dim=1)
     curve = delta.monte_carlo(
         tiny_problem, 0.5, 8, subspace=Subspace(basis), seed=1, progress=False
     )

@@ -22,7 +22,9 @@ import importlib.metadata
 import json
 import os
 import random
+import struct
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +33,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from landscape.checks import check_choice
+from landscape.checks import check_choice, check_flag, check_folder
 
-__all__ = ["NAMES", "Dataset", "DatasetNotFoundError", "load"]
+__all__ = [
+    "NAMES",
+    "Dataset",
+    "DatasetDownloadError",
+    "DatasetFormatError",
+    "DatasetNotFoundError",
+    "load",
+]
 
 NAMES: tuple[str, ...] = ("digits", "mnist1d", "mnist", "fashion-mnist", "cifar10")
 """The canonical data set names accepted by :func:`load`."""
@@ -73,6 +82,14 @@ class DatasetNotFoundError(FileNotFoundError):
     """A torchvision data set's files are not on disk and ``download=False``."""
 
 
+class DatasetDownloadError(DatasetNotFoundError):
+    """``download=True`` could not fetch a torchvision data set (offline, blocked, bad mirror)."""
+
+
+class DatasetFormatError(ValueError):
+    """A data set's file is on disk but is not in the format its reader expects."""
+
+
 @dataclass(frozen=True)
 class _Arrays:
     """Raw arrays of one data set before normalisation: X is ``(n, C, ...)``, y is ``(n,)``."""
@@ -99,8 +116,15 @@ def load(name: str, root: str | os.PathLike | None = None, download: bool = Fals
         The :class:`Dataset`.
 
     Raises:
-        ValueError: ``name`` is not a known data set.
+        ValueError: ``name`` is not a known data set, ``download`` is not a bool, or ``root``
+            (where it is used) is a file.
         DatasetNotFoundError: A torchvision data set is missing and ``download=False``.
+        DatasetDownloadError: ``download=True`` failed (one line: why, where the files are
+            expected, how to get them).
+        DatasetFormatError: A file is there but is not in its format (named, with the format
+            expected).
+
+    A corrupted ``mnist1d`` cache is regenerated, with a ``RuntimeWarning``.
 
     Example:
         >>> ds = load("digits")
@@ -108,6 +132,7 @@ def load(name: str, root: str | os.PathLike | None = None, download: bool = Fals
         (torch.Size([1347, 1, 8, 8]), torch.Size([450, 1, 8, 8]), 10)
     """
     canonical = _canonical_name(name)
+    download = check_flag("download", download)
     arrays = _SOURCES[canonical](root, download)
     return _to_dataset(canonical, arrays)
 
@@ -175,10 +200,17 @@ def _load_mnist1d(root: str | os.PathLike | None, download: bool) -> _Arrays:
     """MNIST-1D generated procedurally by ``mnist1d.data.make_dataset``, cached as an ``.npz``.
 
     The cache file name carries a hash of the generation arguments and the package version, so a
-    change in either regenerates. An unreadable cache file is regenerated and replaced.
+    change in either regenerates. An unreadable cache file (truncated, not an ``.npz``, missing
+    arrays) is regenerated and replaced, with a ``RuntimeWarning``.
     """
     args = _mnist1d_args()
-    path = _cache_dir(root) / f"mnist1d-{_digest(args, _package_version('mnist1d'))}.npz"
+    folder = check_folder("root" if root is not None else "$LANDSCAPE_CACHE", _cache_dir(root))
+    path = folder / f"mnist1d-{_digest(args, _package_version('mnist1d'))}.npz"
+    if path.exists() and not path.is_file():
+        raise ValueError(
+            f"the mnist1d cache {path} is a directory (or another non-file); remove it so the "
+            "data set can be generated and cached there."
+        )
     arrays = _read_npz(path)
     if arrays is None:
         arrays = _generate_mnist1d(args)
@@ -204,13 +236,19 @@ def _generate_mnist1d(args: dict) -> dict[str, np.ndarray]:
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray] | None:
-    """Arrays of a cached ``.npz``, or None when it is missing or unreadable."""
+    """Arrays of a cached ``.npz``, or None when it is missing or unreadable (with a warning)."""
     if not path.exists():
         return None
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as npz:
             return {key: npz[key] for key in ("x", "y", "x_test", "y_test")}
-    except (OSError, ValueError, KeyError, EOFError):
+    except Exception as error:  # BadZipFile, EOFError, ValueError, KeyError...: all unreadable
+        warnings.warn(
+            f"the mnist1d cache {path} is unreadable ({type(error).__name__}: {error}); "
+            "regenerating it.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
         return None
 
 
@@ -312,7 +350,9 @@ def _torchvision_loader(name: str) -> Callable[[str | os.PathLike | None, bool],
 
     def loader(root: str | os.PathLike | None, download: bool) -> _Arrays:
         source = _TORCHVISION[name]
-        folder = _data_root(root)
+        folder = check_folder("root" if root is not None else "$LANDSCAPE_DATA", _data_root(root))
+        if source.files == _MNIST_FILES:
+            _check_idx_files(name, folder / source.folder)
         x_train, y_train = source.to_array(_open_torchvision(name, folder, True, download))
         x_test, y_test = source.to_array(_open_torchvision(name, folder, False, download))
         return _Arrays(x_train, y_train, x_test, y_test, num_classes=10)
@@ -328,10 +368,93 @@ def _open_torchvision(name: str, root: Path, train: bool, download: bool) -> obj
     cls = getattr(torchvision.datasets, source.cls_name)
     try:
         return cls(str(root), train=train, download=download)
-    except RuntimeError as error:
+    except Exception as error:  # torchvision raises RuntimeError, URLError, AssertionError...
         if download:
-            raise
-        raise DatasetNotFoundError(_missing_message(name, root)) from error
+            raise DatasetDownloadError(_download_message(name, root, error)) from error
+        if isinstance(error, RuntimeError):
+            raise DatasetNotFoundError(_missing_message(name, root)) from error
+        raise DatasetFormatError(
+            f"Data set {name!r} in {root / source.folder} could not be read "
+            f"({type(error).__name__}: {_one_line(error)}); replace its files with the "
+            f"originals ({', '.join(source.files)})."
+        ) from error
+
+
+def _one_line(error: BaseException, limit: int = 200) -> str:
+    """An exception's text on one line, shortened to ``limit`` characters."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _download_message(name: str, root: Path, error: BaseException) -> str:
+    """One line: the download failed, why, where the files are expected and how to get them."""
+    source = _TORCHVISION[name]
+    return (
+        f"Downloading data set {name!r} failed ({type(error).__name__}: {_one_line(error)}). "
+        f"Its files are expected in {root / source.folder}: {', '.join(source.files)}. Copy "
+        f"them there from a machine with network access (or retry download=True when online)."
+    )
+
+
+#: IDX header of each MNIST-format file: (type code 0x08 = unsigned byte, number of dimensions).
+_IDX_LAYOUT = {
+    "train-images-idx3-ubyte": 3,
+    "train-labels-idx1-ubyte": 1,
+    "t10k-images-idx3-ubyte": 3,
+    "t10k-labels-idx1-ubyte": 1,
+}
+
+
+def _check_idx_files(name: str, folder: Path) -> None:
+    """Check every MNIST-format file present in ``folder`` before torchvision reads it.
+
+    torchvision answers a file that is not IDX with a bare ``AssertionError`` and a truncated one
+    with a reshape error, neither naming the file. Each file must start with the magic bytes
+    00 00 08 0D (D = 3 for images, 1 for labels), then D big-endian 32-bit sizes, then exactly
+    the product of the sizes in bytes; an image file and its label file must agree on n.
+    """
+    counts = {}
+    for filename, ndim in _IDX_LAYOUT.items():
+        path = folder / filename
+        if not path.is_file():
+            continue  # missing files are torchvision's "not found" (or download) path
+        counts[filename] = _idx_count(name, path, ndim)
+    for split in ("train", "t10k"):
+        images, labels = f"{split}-images-idx3-ubyte", f"{split}-labels-idx1-ubyte"
+        if images in counts and labels in counts and counts[images] != counts[labels]:
+            raise DatasetFormatError(
+                f"Data set {name!r}: {folder / images} holds {counts[images]} images but "
+                f"{labels} holds {counts[labels]} labels; replace both with the original files."
+            )
+
+
+def _idx_count(name: str, path: Path, ndim: int) -> int:
+    """The number of items of the uint8 IDX file ``path`` with ``ndim`` dimensions, or an error."""
+    what = "images (n, rows, cols)" if ndim == 3 else "labels (n,)"
+    expected = (
+        f"an IDX file of uint8 {what}: magic bytes 00 00 08 {ndim:02x}, then {ndim} big-endian "
+        f"32-bit sizes, then their product in bytes"
+    )
+    hint = "replace it with the original file (or delete it and load with download=True)"
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        header = handle.read(4 + 4 * ndim)
+    if len(header) < 4 or header[:4] != bytes((0, 0, 8, ndim)):
+        raise DatasetFormatError(
+            f"Data set {name!r}: {path} is not {expected}; it starts with bytes "
+            f"{header[:4].hex(' ') or '(none: the file is empty)'}. {hint.capitalize()}."
+        )
+    if len(header) < 4 + 4 * ndim:
+        raise DatasetFormatError(f"Data set {name!r}: {path} ends inside its header; {hint}.")
+    shape = struct.unpack(f">{ndim}I", header[4:])
+    need = 4 + 4 * ndim + int(np.prod(shape))
+    if size != need:
+        raise DatasetFormatError(
+            f"Data set {name!r}: {path} holds {size} bytes but its header {shape} calls for "
+            f"{need} ({'truncated' if size < need else 'trailing bytes'}); it should be "
+            f"{expected}. {hint.capitalize()}."
+        )
+    return shape[0]
 
 
 def _missing_message(name: str, root: Path) -> str:

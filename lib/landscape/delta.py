@@ -9,15 +9,16 @@ several data orders. Closed forms live in ``curvature``; rate fits in ``theory``
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .checks import check_int, check_positive
+from .checks import check_flag, check_fraction, check_int, check_positive, check_seed
 from .directions import Subspace, check_subspace
-from .problem import Problem
+from .problem import Problem, check_problem
 
 #: Per-draw values are kept for bootstrap intervals while they take at most this many floats.
 MAX_KEPT_SAMPLES = 20_000_000
@@ -58,6 +59,23 @@ class Curve:
     samples: np.ndarray | None = None
     antithetic: bool = False
 
+    def check_finite(self) -> None:
+        """Raise a ValueError when no k has a finite estimate (every draw's loss was non-finite)."""
+        if np.isfinite(self.value).any():
+            return
+        counted = np.asarray(self.nonfinite)
+        if counted.size and (counted >= self.draws).all():
+            why = (
+                f"every one of the {self.draws} draws at sigma={self.sigma:g} gave a non-finite "
+                "loss (NaN or inf)"
+            )
+        else:
+            why = "every value of the curve is non-finite (NaN or inf)"
+        raise ValueError(
+            f"the curve has no finite value of Δ_k for any k: {why}. Lower sigma (or look at "
+            "the network: a loss that overflows at this σ), then measure again."
+        )
+
     @property
     def relative_stderr(self) -> np.ndarray:
         """stderr / value per k (inf where the value is 0)."""
@@ -65,9 +83,14 @@ class Curve:
             return np.where(self.value > 0, self.stderr / self.value, np.inf)
 
     def fit_rate(self, k_min: int = 10, k_max: int | None = None, **kwargs):
-        """Fit Δ_k ≈ C k^(−α) on ``k_min ≤ k ≤ k_max``; see ``theory.fit_rate``."""
+        """Fit Δ_k ≈ C k^(−α) on ``k_min ≤ k ≤ k_max``; see ``theory.fit_rate``.
+
+        A curve on which every draw gave a non-finite loss has nothing to fit: that is said
+        (with σ and the count of draws), rather than asking for another window of k.
+        """
         from .theory import fit_rate
 
+        self.check_finite()
         return fit_rate(
             self.k,
             self.value,
@@ -170,9 +193,13 @@ def monte_carlo(
     Returns:
         A ``Curve`` with value and standard error for every k.
     """
+    check_problem(prob)
     sigma = check_positive("sigma", sigma)
     draws = check_int("draws", draws, low=2)
+    seed = check_seed("seed", seed)
+    antithetic = check_flag("antithetic", antithetic)
     orders = check_int("orders", orders, low=1)
+    order_seed = check_seed("order_seed", order_seed)
     if antithetic and draws % 2:
         raise ValueError(f"draws={draws} must be even when antithetic=True (pairs ±z).")
     if prob.num_samples < 2:
@@ -210,11 +237,20 @@ def monte_carlo(
             sq = 0.5 * (sq[:n] + sq[n:])
         stats.update(sq)
         if keep:
-            kept.append(sq.mean(1).float().cpu())
+            kept.append(_compact(sq.mean(1).cpu()))
         bar.update(n)
     bar.close()
 
     per_order = stats.per_order_mean()
+    empty = int((stats.count == 0).sum())
+    if empty:
+        warnings.warn(
+            f"at sigma={sigma:g} every one of the {draws} draws gave a non-finite loss for "
+            f"{empty} of the {len(stats.count)} values of k: Δ_k is NaN there (see "
+            "curve.nonfinite); lower sigma.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return Curve(
         k=np.arange(2, prob.num_samples + 1),
         value=stats.mean(),
@@ -264,10 +300,10 @@ def pointwise(
     a cumulative sum. The first order is the Problem's own. Nothing is smoothed: the band is the
     empirical central ``level`` quantile range of the orders.
     """
+    check_problem(prob)
     orders = check_int("orders", orders, low=1)
-    level = check_positive("level", level)
-    if level >= 1:
-        raise ValueError(f"level={level} must be in (0, 1).")
+    seed = check_seed("seed", seed)
+    level = check_fraction("level", level)
     if prob.num_samples < 2:
         raise ValueError("the problem needs at least K=2 samples to compare L_k with L_{k-1}.")
     losses = prob.per_sample_losses(prob.center).to(torch.float64)
@@ -284,6 +320,17 @@ def pointwise(
         orders=orders,
         samples=curves,
     )
+
+
+def _compact(values: Tensor) -> Tensor:
+    """Per-draw values in float32 to halve their memory, unless float32 would change them:
+    any finite non-zero value beyond float32's range (above ~3.4e38, which would become inf and
+    turn the bootstrap interval into NaN, or below ~1.2e-38) keeps the chunk in float64."""
+    finite = values[torch.isfinite(values) & (values != 0)].abs()
+    info = torch.finfo(torch.float32)
+    if finite.numel() and (finite.max() > info.max or finite.min() < info.tiny):
+        return values.to(torch.float64)
+    return values.float()
 
 
 class _RunningMoments:

@@ -2,9 +2,11 @@
 
 A ``Subspace`` is an (N, d) basis P; a perturbation is w = w* + P z with z ~ N(0, σ² I_d), which
 moves the parameters along *every* one of the d columns (the papers' code only ever applied the
-first). The basis may be any full-column-rank or even rank-deficient matrix: nothing here assumes
-orthonormal columns. Builders: ``random`` (Gaussian, orthonormalised; or filter-normalised as in
-Li et al. 2018). Hessian eigen-directions come from ``hessian.top_eigenpairs``.
+first). The basis may be any matrix of full column rank: nothing here assumes orthonormal
+columns, but a zero, non-finite or linearly dependent column is refused (it would silently
+perturb fewer than d directions). Builders: ``random`` (Gaussian, orthonormalised; or
+filter-normalised as in Li et al. 2018). Hessian eigen-directions come from
+``hessian.top_eigenpairs``.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .checks import check_choice, check_int
-from .problem import Problem
+from .checks import check_choice, check_int, check_seed
+from .problem import Problem, check_problem
 
 _KINDS = ("gaussian", "filter")
 
@@ -25,7 +27,9 @@ class Subspace:
     """A d-dimensional subspace of parameter space given by a basis P of shape (N, d).
 
     Attributes:
-        basis: the (N, d) basis; its columns need not be orthonormal.
+        basis: the (N, d) basis; its columns need not be orthonormal, but they must be finite
+            and linearly independent (full column rank); a basis that is not is refused,
+            naming the first offending column.
         kind: where the basis came from ("custom", "gaussian", "filter", "hessian").
     """
 
@@ -38,8 +42,9 @@ class Subspace:
             raise ValueError(f"basis must have shape (N, d) with d >= 1; got {tuple(basis.shape)}.")
         if basis.shape[1] > basis.shape[0]:
             raise ValueError(f"basis has d={basis.shape[1]} columns, more than N={basis.shape[0]}.")
-        if not basis.is_floating_point() or not torch.isfinite(basis).all():
-            raise ValueError("basis must be a finite floating-point tensor.")
+        if not basis.is_floating_point():
+            raise ValueError(f"basis must be a floating-point tensor; got dtype {basis.dtype}.")
+        _check_full_rank(basis)
         object.__setattr__(self, "basis", basis)
 
     @property
@@ -63,11 +68,49 @@ class Subspace:
 
     def to(self, device: torch.device | str, dtype: torch.dtype) -> Subspace:
         """The same subspace with its basis on ``device`` in ``dtype``."""
+        if self.basis.device == torch.device(device) and self.basis.dtype == dtype:
+            return self
         return Subspace(self.basis.to(device=device, dtype=dtype), self.kind)
+
+
+def _check_full_rank(basis: Tensor) -> None:
+    """Refuse a basis with a non-finite or zero column, or a column in the span of earlier ones.
+
+    Column j counts as dependent when the part of it orthogonal to columns 0..j−1 (|R_jj| of a
+    QR decomposition in float64) is below √ε of its own norm, ε the basis dtype's precision.
+    """
+    finite = torch.isfinite(basis).all(0)
+    if not finite.all():
+        j = int((~finite).nonzero()[0, 0])
+        raise ValueError(
+            f"basis column {j} holds non-finite values (NaN or inf); every column of the (N, d) "
+            "basis must be a finite direction."
+        )
+    columns = basis.detach().to(torch.float64)
+    norms = torch.linalg.vector_norm(columns, dim=0)
+    if (norms == 0).any():
+        j = int((norms == 0).nonzero()[0, 0])
+        raise ValueError(
+            f"basis column {j} is zero; every column of the (N, d) basis must be a non-zero "
+            "direction (a zero column perturbs nothing and hides behind a zero standard error)."
+        )
+    if basis.shape[1] == 1:
+        return
+    r = torch.linalg.qr(columns / norms, mode="r").R.diagonal().abs()
+    tol = torch.finfo(basis.dtype).eps ** 0.5
+    if (r < tol).any():
+        j = int((r < tol).nonzero()[0, 0])
+        earlier = "column 0" if j == 1 else f"columns 0..{j - 1}"
+        raise ValueError(
+            f"basis column {j} is (numerically) a linear combination of {earlier}: the "
+            f"basis has rank < d={basis.shape[1]}; give linearly independent columns (e.g. "
+            "orthonormalise them with torch.linalg.qr)."
+        )
 
 
 def check_subspace(prob: Problem, subspace: Subspace | None) -> Subspace | None:
     """Validate that ``subspace`` lives in ``prob``'s parameter space; move it to its device."""
+    check_problem(prob)
     if subspace is None:
         return None
     if not isinstance(subspace, Subspace):
@@ -99,9 +142,10 @@ def random(prob: Problem, d: int, kind: str = "gaussian", seed: int = 0) -> Subs
         >>> sub.basis.shape
         torch.Size([N, 2])
     """
+    check_problem(prob)
     check_choice("kind", kind, _KINDS)
     d = check_int("d", d, low=1, high=prob.num_params)
-    generator = torch.Generator().manual_seed(int(seed))
+    generator = torch.Generator().manual_seed(check_seed("seed", seed))
     gaussian = torch.randn(prob.num_params, d, generator=generator, dtype=torch.float64)
     if kind == "gaussian":
         basis, _ = torch.linalg.qr(gaussian)

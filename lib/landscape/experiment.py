@@ -10,6 +10,7 @@ never ends in a traceback from inside torch. Nothing here computes a landscape q
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from . import data, models, train
-from .checks import check_choice, check_int, resolve_device
+from .checks import check_choice, check_folder, check_int, resolve_device
 from .problem import Problem
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -93,6 +94,8 @@ def prepare(
     root: str | os.PathLike | None = None,
     download: bool = False,
     progress: bool = True,
+    fit_k_min: int | None = None,
+    ks: Mapping[str, Any] | None = None,
 ) -> Setup:
     """Load, order, build, train (cached) and wrap in a Problem.
 
@@ -105,12 +108,27 @@ def prepare(
         order_seed: seed of the permutation that defines the prefixes (None keeps the stored order).
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``.
         dtype: ``"float32"`` or ``"float64"`` for the Problem's computations.
-        cache_dir: where trained networks are cached; ``"default"`` uses ``default_cache_dir()``,
-            None disables the cache.
+        cache_dir: where trained networks are cached (a folder, created when missing);
+            ``"default"`` uses ``default_cache_dir()``, None disables the cache.
         root, download: where real data sets live and whether to fetch them (see ``data.load``).
+        fit_k_min, ks: prefix sizes the caller will use, checked against K before any training
+            (so a notebook stops at once, not after minutes): ``fit_k_min``, the smallest k of a
+            rate fit, must leave at least 3 prefixes (≤ K − 2); each value of ``ks`` (a name → an
+            int, a list of ints, or None to skip) must lie in 2..K.
+
+    Raises:
+        ValueError: a parameter is not allowed; the message names it, the value and what is.
+
+    Warns:
+        train.TrainingDivergedWarning: training ended far worse than a uniform guess (e.g. a
+            learning rate too large); the message gives the final loss and the accuracy against
+            chance.
     """
     check_choice("dtype", dtype, _DTYPES)
+    check_choice("model", model, models.KINDS)
     device = resolve_device(device)
+    if cache_dir is not None and cache_dir != "default":
+        cache_dir = check_folder("cache_dir", cache_dir)
     try:
         ds = data.load(dataset, root=root, download=download)
     except ValueError as error:  # name the notebook's parameter, not data.load's
@@ -122,6 +140,7 @@ def prepare(
     K = _check_size(
         "k_max", k_max if k_max is not None else (n_train or available), available, ds.name
     )
+    _check_prefixes(K, k_max, fit_k_min, ks or {})
     if not isinstance(model_cfg, dict | type(None)):
         raise ValueError(f"model_cfg={model_cfg!r} must be a dict of model options or None.")
     net = models.build(model, ds.input_shape, ds.num_classes, seed=seed, **(model_cfg or {}))
@@ -166,3 +185,24 @@ def _check_size(name: str, value: Any, available: int, dataset: str) -> int:
             f"use at most {available} (or a larger data set)."
         )
     return value
+
+
+def _check_prefixes(K: int, k_max: Any, fit_k_min: Any, ks: Mapping[str, Any]) -> None:
+    """Refuse prefix sizes that do not fit in 2..K, naming the parameter and K's origin."""
+    origin = f"K = {K}" + (f" (k_max={k_max})" if k_max is not None else " (the whole training split)")
+    if fit_k_min is not None:
+        fit_k_min = check_int("fit_k_min", fit_k_min, low=1)
+        if fit_k_min > K - 2:
+            raise ValueError(
+                f"fit_k_min={fit_k_min} leaves fewer than 3 prefixes to fit a rate on with {origin}; "
+                f"use fit_k_min <= {K - 2} or a larger k_max."
+            )
+    for name, values in ks.items():
+        if values is None:
+            continue
+        single = not isinstance(values, list | tuple)
+        for i, value in enumerate([values] if single else values):
+            label = name if single else f"{name}[{i}]"
+            value = check_int(label, value, low=2)
+            if value > K:
+                raise ValueError(f"{label}={value} is larger than {origin}; use at most {K}.")

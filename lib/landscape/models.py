@@ -26,7 +26,7 @@ from torch import nn
 
 from landscape.checks import check_choice, check_int
 
-__all__ = ["ACTIVATIONS", "CNN_DEFAULTS", "KINDS", "MLP_DEFAULTS", "build"]
+__all__ = ["ACTIVATIONS", "CNN_DEFAULTS", "KINDS", "MLP_DEFAULTS", "PIECEWISE_LINEAR", "build", "kinks"]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
 """Activation names accepted by ``activation=`` and the module each one builds."""
@@ -290,3 +290,29 @@ KINDS: dict[str, tuple[dict[str, Any], Callable[..., nn.Sequential]]] = {
     "cnn": (CNN_DEFAULTS, _cnn),
 }
 """Network kinds: each maps to its configuration defaults and its builder."""
+
+
+#: Layers whose output is piecewise linear in their input: not twice differentiable at their kinks.
+PIECEWISE_LINEAR: tuple[type[nn.Module], ...] = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.Hardtanh, nn.Hardshrink,
+    nn.Softshrink, nn.Threshold, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d,
+    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
+)
+
+
+def kinks(net: nn.Module) -> list[str]:
+    """The kinds of piecewise-linear layers in ``net`` (ReLU, max-pool...), each named once.
+
+    A network holding any of them is not twice differentiable at its kinks, and some of those lie
+    close to a trained w*: the per-sample Hessians there do not see them, so the quadratic model
+    (and the complete closed form) is biased by an amount that does not shrink with σ. An empty
+    list means no known kink (functional calls such as ``F.relu`` in a custom ``forward`` are
+    not seen).
+
+    Example:
+        >>> kinks(build("mlp", (1, 8, 8), 10, depth=1, width=4))
+        ['ReLU']
+        >>> kinks(build("mlp", (1, 8, 8), 10, depth=1, width=4, activation="tanh"))
+        []
+    """
+    return list(dict.fromkeys(type(m).__name__ for m in net.modules() if isinstance(m, PIECEWISE_LINEAR)))

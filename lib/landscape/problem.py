@@ -18,7 +18,14 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp, vmap
 from torch.nn import functional as F
 
-from .checks import check_choice, check_int, resolve_device
+from .checks import (
+    check_choice,
+    check_dtype,
+    check_finite,
+    check_int,
+    check_network_input,
+    resolve_device,
+)
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -50,12 +57,16 @@ class Problem:
     Args:
         net: the trained network. It is copied; the copy is moved to ``device`` and ``dtype``.
             It must be deterministic: dropout and batch-norm layers in training mode are refused
-            (call ``net.eval()`` first).
-        X: inputs, already in prefix order, shape (K, *input_shape).
-        y: targets in the same order, shape (K,) (class indices) or (K, ...) for ``loss="mse"``.
+            (call ``net.eval()`` first). Its parameters must be finite.
+        X: inputs, already in prefix order, shape (K, *input_shape); finite, and of a shape the
+            network takes (one sample is passed through it at construction to check).
+        y: targets in the same order: class indices 0..C−1 of shape (K,) for the network's C
+            outputs (integers, or floats holding whole numbers), or, for ``loss="mse"``, targets
+            shaped like the outputs (K, ...).
         loss: ``"cross_entropy"`` (mean cross-entropy, the papers' loss) or ``"mse"``
             (per-sample squared error summed over outputs).
-        dtype: floating dtype of the computation; ``None`` keeps the network's.
+        dtype: floating dtype of the computation (``torch.float64``, or the strings
+            ``"float32"``/``"float64"``); ``None`` keeps the network's.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``...
         max_memory: bytes one chunk of activations may use; chunk sizes over draws and samples
             follow from it.
@@ -70,6 +81,12 @@ class Problem:
         >>> prob = Problem(net, torch.randn(5, 3), torch.tensor([0, 1, 0, 1, 1]))
         >>> prob.per_sample_losses(prob.center).shape
         torch.Size([5])
+
+    Raises:
+        ValueError: naming ``X``, ``y``, ``dtype``, ``loss`` or ``net`` when the data cannot be
+            what the network is evaluated on: non-finite inputs, inputs the network cannot take,
+            labels outside 0..C−1 or not whole numbers, targets not shaped like the outputs
+            (``"mse"``), non-finite parameters.
     """
 
     def __init__(
@@ -87,7 +104,7 @@ class Problem:
         if not isinstance(net, nn.Module):
             raise ValueError(f"net must be a torch.nn.Module, got {type(net).__name__}.")
         _refuse_stochastic(net)
-        X, y = torch.as_tensor(X), torch.as_tensor(y)
+        X, y = _as_tensor("X", X), _as_tensor("y", y)
         if X.ndim < 1 or y.ndim < 1 or len(X) != len(y):
             raise ValueError(
                 f"X and y must hold the same number of samples; got X {tuple(X.shape)}, "
@@ -101,13 +118,16 @@ class Problem:
         params = list(net.parameters())
         if not params:
             raise ValueError("net has no parameters.")
-        self.dtype = dtype if dtype is not None else params[0].dtype
+        self.dtype = params[0].dtype if dtype is None else check_dtype("dtype", dtype)
         if not self.dtype.is_floating_point:
             raise ValueError(f"dtype={self.dtype} must be a floating dtype.")
+        if X.is_floating_point():
+            check_finite("X", X)
 
         model = copy.deepcopy(net).to(device=self.device, dtype=self.dtype).eval()
         for p in model.parameters():
             p.requires_grad_(False)
+        _check_parameters(model)
         self.model = model
         self.loss_fn = LOSSES[loss]
         self.names = [name for name, _ in model.named_parameters()]
@@ -117,8 +137,10 @@ class Problem:
         self.center = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).clone()
 
         self.X = X.to(device=self.device, dtype=self.dtype if X.is_floating_point() else X.dtype)
-        target_dtype = self.dtype if loss == "mse" else torch.long
-        self.y = y.to(device=self.device, dtype=target_dtype)
+        output = _probe(model, self.X)
+        self.y = _check_targets(y, output, loss).to(device=self.device)
+        if loss == "mse":
+            self.y = self.y.to(self.dtype)
         self._bytes_per_sample = _activation_bytes(model, self.X[:1])
         self._vmap_draws: int | None = None  # fastest vmap chunk, measured by strategy="auto"
         self.timings: dict[str, float] = {}  # seconds per draw measured by strategy="auto"
@@ -186,8 +208,9 @@ class Problem:
         """H v for the Hessian H of one sample's loss at w* and a vector ``v`` (N,).
 
         Forward over reverse (``jvp`` of ``grad``), the per-sample HVP every route builds on:
-        vmap it over samples, vectors, or both. (Unlike nested forward mode, it is right through
-        LayerNorm in torch 2.14; see ``curvature._NESTED_AD_UNSAFE``.)
+        vmap it over samples, vectors, or both. It is nested torch.func differentiation too, which
+        torch 2.14 gets wrong through some layers: the curvature routes prove it against plain
+        double backward on each network before they use it (``curvature.proven_route``).
         """
         gradient = grad(self.sample_loss)
         return jvp(lambda u: gradient(u, x, t), (self.center,), (v,))[1]
@@ -307,6 +330,96 @@ class Problem:
             )
 
 
+def _as_tensor(name: str, values) -> Tensor:
+    """``values`` as a tensor, or a ValueError naming ``name`` (strings, ragged lists...)."""
+    try:
+        return torch.as_tensor(values)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(
+            f"{name} must be a tensor or an array of numbers; got {type(values).__name__}."
+        ) from None
+
+
+def _check_parameters(model: nn.Module) -> None:
+    """Refuse non-finite parameters: the centre w* must be a point of parameter space."""
+    for name, p in model.named_parameters():
+        bad = ~torch.isfinite(p)
+        if bad.any():
+            raise ValueError(
+                f"net has {int(bad.sum())} non-finite parameter value(s) (NaN or inf), the first "
+                f"in {name!r}; it cannot be the centre w* (did its training diverge?)."
+            )
+
+
+def _probe(model: nn.Module, X: Tensor) -> Tensor:
+    """The network's output on the first sample, with an error naming X when it cannot take it."""
+    if X.is_floating_point():
+        return check_network_input(model, X, "X")
+    try:
+        return check_network_input(model, X, "X")
+    except ValueError:
+        raise ValueError(
+            f"X has dtype {X.dtype}, which the network cannot take; expected floating inputs "
+            "(convert with X.float() and normalise them like the training data)."
+        ) from None
+
+
+def _check_targets(y: Tensor, output: Tensor, loss: str) -> Tensor:
+    """Targets checked against the network's output on one sample (``output``, shape (1, ...)).
+
+    Cross-entropy: class indices of shape (K, *output.shape[2:]) in 0..C−1 with C = output.shape[1],
+    integers or floats holding whole numbers (returned as int64). Squared error: finite numbers
+    with as many values per sample as the output has.
+    """
+    K = len(y)
+    if loss == "mse":
+        if y[0].numel() != output[0].numel():
+            raise ValueError(
+                f"y of shape {tuple(y.shape)} does not match the network's outputs for "
+                f"loss='mse': expected {(K, *output.shape[1:])} (one target per output). "
+                "Class indices need loss='cross_entropy'."
+            )
+        if y.is_floating_point():
+            check_finite("y", y)
+        return y
+    if output.ndim < 2:
+        raise ValueError(
+            f"loss='cross_entropy' needs outputs of shape (n, C); the network gives "
+            f"{tuple(output.shape)} for one sample. Use loss='mse' for other outputs."
+        )
+    classes = output.shape[1]
+    expected = (K, *output.shape[2:])
+    if tuple(y.shape) != expected:
+        raise ValueError(
+            f"y of shape {tuple(y.shape)} is not a vector of class indices: loss='cross_entropy' "
+            f"expects shape {expected} for the network's {classes} outputs (use loss='mse' for "
+            "targets shaped like the outputs)."
+        )
+    if y.is_complex() or not (y.is_floating_point() or y.dtype in _INTEGER_DTYPES):
+        raise ValueError(f"y has dtype {y.dtype}; expected integer class indices 0..{classes - 1}.")
+    if y.is_floating_point():
+        check_finite("y", y)
+        fractional = (y != y.round()).flatten()
+        if fractional.any():
+            i = int(fractional.nonzero()[0, 0])
+            raise ValueError(
+                f"y holds labels that are not whole numbers (e.g. {y.flatten()[i].item():g} at "
+                f"sample {i}); loss='cross_entropy' takes integer class indices 0..{classes - 1}."
+            )
+    labels = y.to(torch.long)
+    outside = ((labels < 0) | (labels >= classes)).reshape(K, -1).any(1)
+    if outside.any():
+        i = int(outside.nonzero()[0, 0])
+        raise ValueError(
+            f"y holds {int(outside.sum())} label(s) outside 0..{classes - 1}, the classes of the "
+            f"network's {classes} outputs (e.g. {labels[i].tolist()} at sample {i})."
+        )
+    return labels
+
+
+_INTEGER_DTYPES = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
 def _refuse_stochastic(net: nn.Module) -> None:
     offenders = [
         f"{name or type(m).__name__} ({type(m).__name__})"
@@ -339,3 +452,13 @@ def _activation_bytes(model: nn.Module, x: Tensor) -> int:
         for h in handles:
             h.remove()
     return int(math.ceil(total + x.numel() * x.element_size())) * 2
+
+
+def check_problem(prob: object, name: str = "prob") -> Problem:
+    """Return ``prob`` if it is a ``Problem``; otherwise a ValueError naming the parameter."""
+    if not isinstance(prob, Problem):
+        raise ValueError(
+            f"{name} must be a landscape.problem.Problem (build one with Problem(net, X, y) or "
+            f"experiment.prepare); got {type(prob).__name__}."
+        )
+    return prob

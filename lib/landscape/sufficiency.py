@@ -10,6 +10,7 @@ networks trained on the first k samples) is the performance-based answer to set 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -18,11 +19,22 @@ import torch
 from scipy import stats
 
 from . import models, train
-from .checks import check_int, check_positive
+from .checks import (
+    check_choice,
+    check_folder,
+    check_fraction,
+    check_int,
+    check_positive,
+    check_seed,
+    check_sequence,
+)
 from .delta import Curve
 from .experiment import Setup
-from .problem import Problem
+from .problem import Problem, check_problem
 from .theory import RateFit, bootstrap_interval
+
+#: What ``k_star`` thresholds: Δ_k itself, or Δ_k / L_k(w*)² (see ``relative``).
+CRITERIA = ("absolute", "relative")
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,10 +82,34 @@ class Sufficiency:
 
 
 def relative(curve: Curve, prob: Problem) -> Curve:
-    """The curve divided by L_k(w*)², a scale-free version of Δ_k."""
+    """The curve divided by L_k(w*)², a scale-free version of Δ_k.
+
+    ``curve`` must come from ``prob`` (one value per k = 2..K). Where a prefix loss L_k(w*) is 0
+    (a network that fits its first samples exactly, in the Problem's precision) the ratio is
+    undefined: it is NaN there, with a warning, and counts as not settled in ``k_star``.
+    """
+    _check_curve(curve)
+    check_problem(prob)
+    if len(curve.k) != prob.num_samples - 1 or curve.k[0] != 2:
+        raise ValueError(
+            f"curve has {len(curve.k)} values for k = {curve.k[0]}..{curve.k[-1]}, but prob has "
+            f"K={prob.num_samples} samples (k = 2..{prob.num_samples}); pass the Problem the "
+            "curve was measured on."
+        )
     losses = prob.per_sample_losses(prob.center).to(torch.float64).cpu().numpy()
     prefix = np.cumsum(losses) / np.arange(1, len(losses) + 1)
     scale = prefix[1:] ** 2
+    undefined = ~(np.isfinite(scale) & (scale > 0))
+    if undefined.any():
+        first = int(np.flatnonzero(undefined)[0])
+        warnings.warn(
+            f"L_k(w*) is {prefix[first + 1]:g} at k={first + 2} ({int(undefined.sum())} such k): "
+            "Δ_k / L_k(w*)² is undefined there and set to NaN (it counts as not settled); "
+            "dtype='float64' helps where float32 rounded the losses to 0.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        scale = np.where(undefined, np.nan, scale)
     return replace(
         curve,
         value=curve.value / scale,
@@ -97,9 +133,13 @@ def k_star(
     is still above ε at the last measured k, the answer is extrapolated from the power law fitted
     on k ≥ ``fit_k_min`` (default: the upper half of the measured k on a log scale).
     """
+    _check_curve(curve)
     epsilon = check_positive("epsilon", epsilon)
-    if not 0 < level < 1:
-        raise ValueError(f"level={level} must be in (0, 1).")
+    level = check_fraction("level", level)
+    criterion = check_choice("criterion", criterion, CRITERIA)
+    if fit_k_min is not None:
+        fit_k_min = check_int("fit_k_min", fit_k_min, low=1, high=int(curve.k[-1]))
+    curve.check_finite()
     z = stats.norm.ppf(0.5 + level / 2)
     k = curve.k
     stderr = np.nan_to_num(curve.stderr, nan=np.inf)
@@ -133,6 +173,14 @@ def k_star(
         fit=fit,
         criterion=criterion,
     )
+
+
+def _check_curve(curve: object) -> None:
+    if not isinstance(curve, Curve):
+        raise ValueError(
+            f"curve must be a landscape.delta.Curve (from delta.monte_carlo); got "
+            f"{type(curve).__name__}."
+        )
 
 
 def _settles(k: np.ndarray, values: np.ndarray, epsilon: float) -> float:
@@ -180,14 +228,21 @@ def learning_curve(
     """
     from .experiment import default_cache_dir
 
+    if not isinstance(setup, Setup):
+        raise ValueError(
+            f"setup must be an experiment.Setup (from experiment.prepare); got "
+            f"{type(setup).__name__}."
+        )
     cfg = setup.config
     available = len(setup.dataset.train[0])
-    ks = [check_int("ks", int(k), low=2, high=available) for k in ks]
-    if not seeds:
-        raise ValueError("seeds must name at least one seed.")
+    ks = check_sequence("ks", ks, check_int, low=2, high=available)
+    seeds = check_sequence("seeds", seeds, check_seed)
     epochs = cfg["epochs"] if epochs is None else check_int("epochs", epochs, low=1)
+    min_steps = check_int("min_steps", min_steps, low=0)
     if cache_dir == "default":
         cache_dir = default_cache_dir()
+    elif cache_dir is not None:
+        cache_dir = check_folder("cache_dir", cache_dir)
     accuracy = np.zeros((len(seeds), len(ks)))
     loss = np.zeros_like(accuracy)
     from tqdm.auto import tqdm

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from .checks import check_int, check_positive
+from .checks import check_int, check_positive, check_sequence
 from .directions import Subspace, check_subspace
 from .problem import Problem
 
@@ -119,16 +119,18 @@ def scan(
         subspace: one or two directions (d = 1 or 2).
         span: coordinates run over [−span, span] (or the given (low, high)) in each direction.
         points: grid points per direction.
-        ks: prefix sizes (2 ≤ k ≤ K) for which L_k and d_k are kept; L_K is always kept.
+        ks: prefix sizes (2 ≤ k ≤ K, one or a sequence) for which L_k and d_k are kept; L_K is
+            always kept.
     """
     subspace = check_subspace(prob, subspace)
     if subspace is None or subspace.dim not in (1, 2):
-        raise ValueError("subspace must have d=1 or d=2 directions for a landscape slice.")
+        got = "None (the full space)" if subspace is None else f"d={subspace.dim}"
+        raise ValueError(
+            f"subspace must have d=1 or d=2 directions for a landscape slice; got {got}."
+        )
     points = check_int("points", points, low=2, high=501)
-    low, high = (-span, span) if np.isscalar(span) else span
-    if not (np.isfinite(low) and np.isfinite(high) and low < high):
-        raise ValueError(f"span={span!r} must be a positive number or a (low, high) pair.")
-    ks = np.array([check_int("ks", int(k), low=2, high=prob.num_samples) for k in ks], dtype=int)
+    low, high = _check_span(span)
+    ks = _check_ks(ks, prob.num_samples)
     axis = np.linspace(low, high, points)
     grids = np.meshgrid(*([axis] * subspace.dim), indexing="ij")
     T = torch.as_tensor(np.stack([g.ravel() for g in grids], axis=1), dtype=prob.dtype)
@@ -148,3 +150,27 @@ def scan(
         difference=(prefix_k - previous).cpu().numpy(),
         kind=subspace.kind,
     )
+
+
+def _check_span(span) -> tuple[float, float]:
+    """(low, high) from a half-width ``span`` > 0 or a pair low < high of finite numbers."""
+    if isinstance(span, int | float | np.number) and not isinstance(span, bool):
+        half = check_positive("span", span)
+        return -half, half
+    try:
+        low, high = (float(v) for v in span)
+    except (TypeError, ValueError):
+        low = high = float("nan")
+    if not (np.isfinite(low) and np.isfinite(high) and low < high):
+        raise ValueError(
+            f"span={span!r} must be a positive number (the grid runs over [-span, span]) or a "
+            "(low, high) pair of finite numbers with low < high."
+        )
+    return low, high
+
+
+def _check_ks(ks, num_samples: int) -> np.ndarray:
+    """Prefix sizes to keep: none (an empty sequence), one k, or several, each in 2..K."""
+    if not isinstance(ks, str) and hasattr(ks, "__len__") and len(ks) == 0:
+        return np.zeros(0, dtype=int)
+    return np.array(check_sequence("ks", ks, check_int, low=2, high=num_samples), dtype=int)

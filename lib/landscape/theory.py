@@ -7,11 +7,20 @@ M_k = Pᵀ(H_k − H̄_{k−1})P / k, perturbation z ~ N(0, σ² I_d).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .checks import check_choice, check_int, check_positive
+from .checks import (
+    check_choice,
+    check_fraction,
+    check_int,
+    check_nonnegative,
+    check_numbers,
+    check_positive,
+    check_seed,
+)
 
 # -- closed forms ---------------------------------------------------------------------------------
 
@@ -24,7 +33,9 @@ def complete_form(gap, grad_sq, trace, trace_sq, sigma: float) -> np.ndarray:
     Exact for a quadratic loss; the odd moments of z vanish and E(zᵀMz)² = σ⁴(Tr²M + 2 Tr M²).
     """
     s2 = check_positive("sigma", sigma) ** 2
-    gap, grad_sq, trace, trace_sq = map(np.asarray, (gap, grad_sq, trace, trace_sq))
+    gap, grad_sq, trace, trace_sq = _aligned(
+        gap=gap, grad_sq=grad_sq, trace=trace, trace_sq=trace_sq
+    )
     return (gap + s2 / 2 * trace) ** 2 + s2 * grad_sq + s2**2 / 2 * trace_sq
 
 
@@ -35,7 +46,7 @@ def paper_form(trace, trace_sq, sigma: float) -> np.ndarray:
     of ``complete_form`` dominates, so this form underestimates Δ_k by orders of magnitude.
     """
     s2 = check_positive("sigma", sigma) ** 2
-    trace, trace_sq = np.asarray(trace), np.asarray(trace_sq)
+    trace, trace_sq = _aligned(trace=trace, trace_sq=trace_sq)
     return s2**2 / 4 * (trace**2 + 2 * trace_sq)
 
 
@@ -48,7 +59,7 @@ def lemma1_bound(spectral_norm, dim: int) -> np.ndarray:
     From Tr A ≤ N‖A‖₂ and Tr A² = ‖A‖_F² ≤ N‖A‖₂².
     """
     dim = check_int("dim", dim, low=1)
-    return dim * (dim + 2) * np.asarray(spectral_norm, dtype=float) ** 2
+    return dim * (dim + 2) * check_numbers("spectral_norm", spectral_norm, ndim=None) ** 2
 
 
 def hessian_difference_bound(max_hessian_norm: float, k, constant: str = "corrected") -> np.ndarray:
@@ -60,7 +71,8 @@ def hessian_difference_bound(max_hessian_norm: float, k, constant: str = "correc
     """
     check_choice("constant", constant, ("corrected", "paper"))
     factor = 4.0 if constant == "corrected" else 2.0
-    return factor * float(max_hessian_norm) ** 2 / np.asarray(k, dtype=float) ** 2
+    norm = check_nonnegative("max_hessian_norm", max_hessian_norm)
+    return factor * norm**2 / _sample_counts(k) ** 2
 
 
 def theorem1_bound(sigma: float, dim: int, max_hessian_norm: float, k, constant: str = "corrected"):
@@ -91,7 +103,10 @@ def complete_bound(
     """
     s2 = check_positive("sigma", sigma) ** 2
     dim = check_int("dim", dim, low=1)
-    k = np.asarray(k, dtype=float)
+    max_loss = check_nonnegative("max_loss", max_loss)
+    max_grad_norm = check_nonnegative("max_grad_norm", max_grad_norm)
+    max_hessian_norm = check_nonnegative("max_hessian_norm", max_hessian_norm)
+    k = _sample_counts(k)
     numerator = (
         2 * max_loss**2
         + 4 * s2 * max_grad_norm**2
@@ -109,7 +124,8 @@ def relu_mlp_hessian_bound(depth: int, max_input_norm: float, max_weight_norm: f
     M_W = 1). Evaluate the norms with ``relu_mlp_norms``.
     """
     L = check_int("depth", depth, low=1)
-    mx, mw = float(max_input_norm), float(max_weight_norm)
+    mx = check_nonnegative("max_input_norm", max_input_norm)
+    mw = check_nonnegative("max_weight_norm", max_weight_norm)
     first = L * np.sqrt(2) * mx**2 * mw ** (2 * L)
     if np.isclose(mw, 1.0):
         geometric = L
@@ -147,7 +163,10 @@ def pointwise_bound(max_loss: float, max_hessian_norm: float, radius: float, k) 
 
     In our indexing (d_k = L_k − L_{k−1}) the denominator is k.
     """
-    return 2 * (max_loss + max_hessian_norm * radius**2) / np.asarray(k, dtype=float)
+    max_loss = check_nonnegative("max_loss", max_loss)
+    max_hessian_norm = check_nonnegative("max_hessian_norm", max_hessian_norm)
+    radius = check_nonnegative("radius", radius)
+    return 2 * (max_loss + max_hessian_norm * radius**2) / _sample_counts(k)
 
 
 # -- rates ----------------------------------------------------------------------------------------
@@ -214,31 +233,40 @@ def fit_rate(
     ``stderr``; otherwise the (k, value) pairs. Points with non-positive or non-finite values are
     left out of the fit (their count is ``len(range) − points``). Never smooth before fitting.
     """
-    k = np.asarray(k, dtype=float)
-    values = np.asarray(values, dtype=float)
-    if k.shape != values.shape or k.ndim != 1:
+    k, values = check_numbers("k", k), check_numbers("values", values)
+    if k.shape != values.shape:
         raise ValueError(
             f"k and values must be 1-D of equal length; got {k.shape}, {values.shape}."
         )
-    k_min = check_int("k_min", int(k_min), low=1)
-    k_max = int(k.max()) if k_max is None else check_int("k_max", int(k_max), low=k_min)
+    _check_sample_counts(k)
+    k_min = check_int("k_min", k_min, low=1)
+    k_max = int(k.max()) if k_max is None else check_int("k_max", k_max, low=k_min)
     n_boot = check_int("n_boot", n_boot, low=0)
-    if not 0 < level < 1:
-        raise ValueError(f"level={level} must be in (0, 1).")
+    level = check_fraction("level", level)
+    seed = check_seed("seed", seed)
+    if stderr is not None:
+        stderr = check_numbers("stderr", stderr)
+        if stderr.shape != k.shape:
+            raise ValueError(
+                f"stderr has shape {stderr.shape}; expected one standard error per k, {k.shape}."
+            )
+    if samples is not None:
+        samples = check_numbers("samples", samples, ndim=2)
+        if samples.shape[1] != len(k) or not len(samples):
+            raise ValueError(
+                f"samples has shape {samples.shape}; expected (units, {len(k)}): one row per "
+                "draw (or order), one column per k."
+            )
     window = (k >= k_min) & (k <= k_max)
     usable = window & np.isfinite(values) & (values > 0)
-    if usable.sum() < 3:
-        raise ValueError(
-            f"only {int(usable.sum())} positive finite values with {k_min} <= k <= {k_max}; "
-            "need at least 3 to fit a rate (lower k_min or use more samples)."
-        )
+    _check_enough_points(k, values, window, usable, k_min, k_max)
     logk = np.log(k[usable])
     slope, intercept = _ols(logk, np.log(values[usable]))
 
     rng = np.random.default_rng(seed)
     boots = []
     if samples is not None and n_boot:
-        samples = np.asarray(samples, dtype=float)[:, usable]
+        samples = samples[:, usable]
         method = "bootstrap over draws"
         for _ in range(n_boot):
             rows = rng.integers(0, len(samples), len(samples))
@@ -247,7 +275,7 @@ def fit_rate(
             if ok.sum() >= 3:
                 boots.append(_ols(logk[ok], np.log(boot[ok])))
     elif stderr is not None and n_boot:
-        stderr = np.asarray(stderr, dtype=float)[usable]
+        stderr = stderr[usable]
         method = "parametric bootstrap from standard errors"
         for _ in range(n_boot):
             boot = values[usable] + np.nan_to_num(stderr) * rng.standard_normal(usable.sum())
@@ -263,6 +291,16 @@ def fit_rate(
                 boots.append(_ols(logk[rows], logv[rows]))
     else:
         method = "no interval (n_boot=0)"
+    if n_boot and len(boots) < 0.9 * n_boot:
+        # replicates were lost (fewer than 3 usable points): what is left is a biased sample of
+        # the bootstrap distribution, and its percentiles can even exclude the estimate
+        warnings.warn(
+            f"only {len(boots)} of {n_boot} bootstrap replicates ({method}) had 3 or more positive "
+            f"finite points with {k_min} <= k <= {k_max}; the interval is left NaN.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        boots = []
     if boots:
         boots = np.array(boots)
         ci = bootstrap_interval(boots[:, 0], slope, level)
@@ -281,6 +319,66 @@ def fit_rate(
         method=method,
         bootstrap=np.asarray(boots, dtype=float).reshape(-1, 2),
     )
+
+
+def _aligned(**arrays) -> list[np.ndarray]:
+    """The named arrays as float arrays that broadcast together (one value per k), or an error."""
+    values = [check_numbers(name, a, ndim=None) for name, a in arrays.items()]
+    try:
+        np.broadcast_shapes(*(v.shape for v in values))
+    except ValueError:
+        shapes = ", ".join(f"{n} {v.shape}" for n, v in zip(arrays, values))
+        raise ValueError(
+            f"the terms must be aligned with k (equal shapes); got {shapes}."
+        ) from None
+    return values
+
+
+def _sample_counts(k) -> np.ndarray:
+    """``k`` as a float array of finite sample counts > 0 (bounds divide by k)."""
+    k = check_numbers("k", k, ndim=None)
+    _check_sample_counts(k.reshape(-1), why="the bound divides by k")
+    return k
+
+
+def _check_sample_counts(k: np.ndarray, why: str = "the fit is in log k") -> None:
+    """k must be finite and positive (a fit is linear in log k; a bound divides by k)."""
+    bad = ~np.isfinite(k) | ~(k > 0)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"k must hold finite sample counts > 0 ({why}); got k[{i}]={k[i]:g} "
+            f"({int(bad.sum())} such value(s))."
+        )
+
+
+def _check_enough_points(k, values, window, usable, k_min: int, k_max: int) -> None:
+    """At least 3 usable points at 2 or more distinct k, with a message saying what is missing."""
+    if not window.any():
+        raise ValueError(
+            f"no k lies in k_min={k_min} <= k <= k_max={k_max}; the curve runs over "
+            f"{k.min():g} <= k <= {k.max():g}."
+        )
+    finite = window & np.isfinite(values)
+    if not finite.any():
+        raise ValueError(
+            f"every value with {k_min} <= k <= {k_max} is non-finite (NaN or inf): there is "
+            "nothing to fit. For a Monte Carlo curve this means every draw's loss was non-finite "
+            "(see curve.nonfinite): lower sigma."
+        )
+    if usable.sum() < 3:
+        raise ValueError(
+            f"only {int(usable.sum())} positive finite values with {k_min} <= k <= {k_max} "
+            f"({int(window.sum() - finite.sum())} non-finite, "
+            f"{int((finite & ~(values > 0)).sum())} <= 0); need at least 3 to fit a rate "
+            "(widen the range of k or use more samples)."
+        )
+    distinct = np.unique(k[usable])
+    if len(distinct) < 2:
+        raise ValueError(
+            f"every usable point has the same k={distinct[0]:g}; a rate needs values at two or "
+            "more distinct k."
+        )
 
 
 def bootstrap_interval(boots, estimate: float, level: float = 0.95) -> tuple[float, float]:

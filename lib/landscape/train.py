@@ -15,6 +15,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import tempfile
 import warnings
@@ -29,14 +30,37 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from landscape.checks import check_int, check_positive, resolve_device
+from landscape.checks import (
+    check_finite,
+    check_folder,
+    check_int,
+    check_network_input,
+    check_positive,
+    resolve_device,
+)
 from landscape.data import Dataset
 
-__all__ = ["History", "evaluate", "fit"]
+__all__ = ["History", "TrainingDivergedError", "TrainingDivergedWarning", "evaluate", "fit"]
 
 _CACHE_FORMAT = 1  # bump when training or the stored layout changes: old entries stop matching
 _CACHE_KEYS = ("format", "key", "state_dict", "history", "checksum")
 _METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")  # History's lists
+
+
+class TrainingDivergedWarning(RuntimeWarning):
+    """Training finished, but the network does far worse than a uniform guess on its own
+    training data: usually a learning rate too large. The message gives the numbers."""
+
+
+class TrainingDivergedError(ValueError):
+    """The training loss became NaN or inf, so the weights are no longer numbers."""
+
+
+#: A final training loss above this multiple of log C (a uniform guess over C classes) counts as
+#: diverged: a fresh network starts near log C and training that learns anything goes below it.
+DIVERGED_LOSS_FACTOR = 2.0
+#: Training samples (the first ones) on which the final network's loss is measured for that check.
+DIVERGENCE_CHECK_SAMPLES = 1024
 
 
 @dataclass(frozen=True)
@@ -99,7 +123,7 @@ def fit(
         batch_size: Mini-batch size (>= 1).
         seed: Seed of the sample order and of dropout (>= 0).
         n_train: Train on the first ``n_train`` samples of ``ds.train`` (None: all of them).
-        cache_dir: Folder of the checkpoint cache (None: no cache).
+        cache_dir: Folder of the checkpoint cache, created when missing (None: no cache).
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ...
         progress: Show a tqdm progress bar.
 
@@ -107,7 +131,14 @@ def fit(
         The trained copy, in ``eval()`` mode, on ``device``, with ``.history`` (a :class:`History`).
 
     Raises:
-        ValueError: An argument is out of range; the message names it.
+        ValueError: An argument is out of range, or the data cannot train ``net`` (non-finite
+            inputs, inputs it cannot take, labels beyond its outputs); the message names it.
+        TrainingDivergedError: The loss became NaN or inf during training (a ValueError).
+
+    Warns:
+        TrainingDivergedWarning: The trained network's loss on its training samples is more
+            than ``DIVERGED_LOSS_FACTOR`` times that of a uniform guess, log C (checked for a
+            network loaded from the cache too).
 
     Example:
         >>> from landscape import data, models
@@ -128,21 +159,30 @@ def fit(
         device=resolve_device(device),
     )
     n_train = _check_n_train(n_train, ds)
+    if cache_dir is not None:
+        cache_dir = check_folder("cache_dir", cache_dir)
 
     model = copy.deepcopy(net)
     x_train, y_train = ds.train[0][:n_train], ds.train[1][:n_train]
+    _check_data(model, ds, x_train, y_train, settings.batch_size)
     if settings.epochs == 0:
         return _finish(model.to(settings.device), History())
     if cache_dir is None:
-        return _train(model, ds, x_train, y_train, settings, progress)
-
-    key = _cache_key(model, ds, x_train, y_train, settings)
-    path = Path(cache_dir).expanduser() / f"{key}.pt"
-    cached = _load_entry(path, key, model, settings.device)
-    if cached is not None:
-        return cached
-    trained = _train(model, ds, x_train, y_train, settings, progress)
-    _save_entry(path, key, trained)
+        trained = _train(model, ds, x_train, y_train, settings, progress)
+    else:
+        key = _cache_key(model, ds, x_train, y_train, settings)
+        path = cache_dir / f"{key}.pt"
+        if path.exists() and not path.is_file():
+            raise ValueError(
+                f"cache_dir={str(cache_dir)!r}: the model-cache entry {path.name} is a directory "
+                "(or another non-file), not a saved network; remove it (it is not ours) and run "
+                "again, or pick another cache_dir."
+            )
+        trained = _load_entry(path, key, model, settings.device)
+        if trained is None:
+            trained = _train(model, ds, x_train, y_train, settings, progress)
+            _save_entry(path, key, trained)
+    _warn_if_diverged(trained, x_train, y_train, ds.num_classes, settings)
     return trained
 
 
@@ -216,6 +256,7 @@ def _train(
             order = torch.randperm(len(x_train), generator=order_rng).to(device)
             loss, accuracy = _epoch(model, optimizer, x_train, y_train, order, batch_size, bar)
             test_loss, test_accuracy = evaluate(model, *ds.test)
+            _refuse_non_finite(loss, test_loss, epoch, settings)
             for name, value in zip(record, (loss, accuracy, test_loss, test_accuracy)):
                 record[name].append(value)
             bar.set_postfix(loss=f"{loss:.4f}", test_acc=f"{test_accuracy:.3f}")
@@ -302,6 +343,78 @@ def _rng_devices(device: torch.device) -> list[int]:
 def _check_module(name: str, net: Any) -> None:
     if not isinstance(net, nn.Module):
         raise ValueError(f"{name} must be a torch.nn.Module; got {type(net).__name__}.")
+
+
+def _check_data(
+    model: nn.Module, ds: Dataset, x_train: Tensor, y_train: Tensor, batch_size: int
+) -> None:
+    """The data can train ``model``: finite inputs it takes, labels among its outputs.
+
+    One sample goes through the network (in eval mode, on a copy's device) so that a network
+    built for another data set is named here rather than deep inside the first mini-batch.
+    """
+    check_finite("ds.train inputs", x_train)
+    check_finite("ds.test inputs", ds.test[0])
+    with _eval_mode(model):
+        output = check_network_input(model, x_train, "ds.train X")
+    if output.ndim != 2 or output.shape[1] != ds.num_classes:
+        raise ValueError(
+            f"net gives outputs of shape {tuple(output.shape[1:])} per sample but ds "
+            f"{ds.name!r} has {ds.num_classes} classes; build the network with "
+            f"num_classes={ds.num_classes}."
+        )
+    for split, labels in (("ds.train", y_train), ("ds.test", ds.test[1])):
+        outside = (labels < 0) | (labels >= ds.num_classes)
+        if outside.any():
+            i = int(outside.nonzero()[0, 0])
+            raise ValueError(
+                f"{split} labels must lie in 0..{ds.num_classes - 1}; got {int(labels[i])} at "
+                f"sample {i}."
+            )
+    has_batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    if has_batch_norm and (len(x_train) < 2 or batch_size < 2):
+        name, value = ("n_train", len(x_train)) if len(x_train) < 2 else ("batch_size", batch_size)
+        raise ValueError(
+            f"{name}={value}: a network with batch-norm cannot train on mini-batches of one "
+            f"sample; use {name} >= 2."
+        )
+
+
+def _refuse_non_finite(loss: float, test_loss: float, epoch: int, settings: _Settings) -> None:
+    """Stop training when the loss is no longer a number (the weights have diverged)."""
+    if math.isfinite(loss) and math.isfinite(test_loss):
+        return
+    raise TrainingDivergedError(
+        f"training diverged: the loss became {loss if not math.isfinite(loss) else test_loss} in "
+        f"epoch {epoch + 1} (lr={settings.lr:g}, batch_size={settings.batch_size}); lower lr "
+        "(the papers use 3e-4)."
+    )
+
+
+def _warn_if_diverged(
+    trained: nn.Module, x_train: Tensor, y_train: Tensor, num_classes: int, settings: _Settings
+) -> None:
+    """Warn, with the numbers, when the trained network's loss on (the first
+    ``DIVERGENCE_CHECK_SAMPLES`` of) its own training samples is far above a uniform guess's.
+
+    Measured at the final weights in eval mode, so one huge last step counts (the per-epoch
+    training loss is averaged over weights that were still changing).
+    """
+    n = min(len(x_train), DIVERGENCE_CHECK_SAMPLES)
+    loss, accuracy = evaluate(trained, x_train[:n], y_train[:n])
+    uniform = math.log(num_classes)
+    if loss <= DIVERGED_LOSS_FACTOR * uniform:
+        return
+    history = trained.history
+    warnings.warn(
+        f"training diverged: the final network's loss on its training samples is {loss:.3g}, "
+        f"far above the {uniform:.2f} of a uniform guess over {num_classes} classes (training "
+        f"accuracy {accuracy:.3f}, test accuracy {history.test_accuracy[-1]:.3f} against chance "
+        f"{1 / num_classes:.3f}; lr={settings.lr:g}, {len(history.test_loss)} epoch(s)). "
+        "Lower lr: every number measured around this network describes a diverged one.",
+        TrainingDivergedWarning,
+        stacklevel=3,
+    )
 
 
 def _check_n_train(n_train: int | None, ds: Dataset) -> int:
