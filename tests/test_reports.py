@@ -107,13 +107,14 @@ def project(tmp_path_factory):
     with contextlib.redirect_stdout(stdout):
         results = reports.run_plan(plan, jobs=2, output_root=out)
     runs = out / "demo"
+    folders = {"good": runs / "good", "bad": runs / "bad" / "failed"}  # a failed run's attempt
     snapshot = {
         name: {
-            file: _text(runs / name / file)
+            file: _text(folder / file)
             for file in ("run.json", "report.html", "results.json")
-            if (runs / name / file).is_file()
+            if (folder / file).is_file()
         }
-        for name in ("good", "bad")
+        for name, folder in folders.items()
     }
     return SimpleNamespace(
         root=root,
@@ -140,6 +141,7 @@ def test_failing_run_does_not_stop_the_others(project):
     assert "raise RuntimeError('boom')" in by_name["bad"].error  # the failing cell's traceback
     assert "\x1b[" not in by_name["bad"].error
     assert by_name["good"].output_dir == project.runs / "good"
+    assert by_name["bad"].output_dir == project.runs / "bad" / "failed"
     assert "1 succeeded, 1 failed" in project.stdout
 
 
@@ -150,7 +152,8 @@ def test_reports_are_rendered_for_both_runs(project):
     assert "<details" in good_html  # code is folded
     bad_html = project.snapshot["bad"]["report.html"]  # the partial notebook, rendered
     assert "before the failure" in bad_html and "boom" in bad_html
-    assert (project.runs / "bad" / "notebook.ipynb").is_file()
+    assert (project.runs / "bad" / "failed" / "notebook.ipynb").is_file()
+    assert 'href="../../index.html"' in bad_html and 'href="../index.html"' in good_html
     assert (project.runs / "good" / "thumb.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -174,7 +177,7 @@ def test_index_lists_every_run(project):
     assert 'href="good/report.html"' in index and 'src="good/thumb.png"' in index
     assert "<b>value</b> = 6" in index and "<b>nested.a</b> = 0.123" in index
     assert ">failed<" in index and ">succeeded<" in index
-    assert "RuntimeError: boom" in index and 'href="bad/notebook.ipynb"' in index
+    assert "RuntimeError: boom" in index and 'href="bad/failed/notebook.ipynb"' in index
     assert not list(project.runs.rglob("*.tmp"))  # every file was written atomically
 
 
@@ -228,12 +231,21 @@ def test_list_command_names_the_runs(project):
 
 
 def test_a_folder_that_is_not_a_report_is_never_removed(project, tmp_path):
+    """Foreign files fail their run only (nothing executes there, nothing is deleted)."""
     foreign = tmp_path / "demo" / "good"
     foreign.mkdir(parents=True)
     (foreign / "precious.txt").write_text("keep me")
-    with pytest.raises(ValueError, match="not a report folder"):
-        reports.run_plan(project.plan, only=["good"], output_root=tmp_path)
+    (tmp_path / "demo" / "bad").write_text("a file where a run folder should be")
+    results = reports.run_plan(project.plan, output_root=tmp_path)
+    assert [r.status for r in results] == ["failed", "failed"]
+    assert "holds files the runner did not write (precious.txt)" in results[0].error
+    assert "is not a run folder" in results[1].error
+    assert results[0].duration < 1  # refused before a kernel started
+    assert sorted(p.name for p in foreign.iterdir()) == ["precious.txt"]
     assert (foreign / "precious.txt").read_text() == "keep me"
+    assert (tmp_path / "demo" / "bad").read_text() == "a file where a run folder should be"
+    index = _text(tmp_path / "demo" / "index.html")
+    assert "precious.txt" in index and ">failed<" in index
 
 
 # ----------------------------------------------------------------------------------------------
@@ -289,6 +301,54 @@ def test_shipped_plans_are_valid(plan):
     loaded = reports.load_plan(plan)
     assert loaded.name == plan.stem
     assert reports.plan_output_dir(loaded) == root / "reports" / plan.stem
+
+
+NOT_NOTEBOOKS = {
+    "hello": "not a notebook \\(Expecting value",
+    "[]": "not a notebook \\(found a JSON list\\)",
+    '{"cells": [1]}': "not a notebook \\(found no 'nbformat' key\\)",
+    '{"cells": [], "metadata": {}, "nbformat": 3, "nbformat_minor": 0}': "found 'nbformat': 3",
+    '{"cells": [{"cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": 5, '
+    '"outputs": [], "execution_count": null}], "metadata": {}, "nbformat": 4, '
+    '"nbformat_minor": 5}': "not a valid notebook",
+}
+
+
+@pytest.mark.parametrize("content,message", list(NOT_NOTEBOOKS.items()), ids=range(5))
+def test_a_file_that_is_not_a_notebook_is_named(notebooks, content, message):
+    (notebooks / "fake.ipynb").write_text(content, encoding="utf-8")
+    plan = notebooks / "plan.yaml"
+    plan.write_text("name: p\nruns: [{name: r, notebook: fake.ipynb}]\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=message) as info:
+        reports.load_plan(plan)
+    text = str(info.value)
+    assert str(plan) in text and str(notebooks / "fake.ipynb") in text
+    assert "expected a Jupyter notebook" in text and "\n" not in text
+
+
+def test_a_plan_that_is_not_utf8_is_named(notebooks, capsys):
+    plan = notebooks / "plan.yaml"
+    plan.write_bytes(b"\xff\xfename: p\nruns: [{name: r, notebook: good.ipynb}]\n")
+    with pytest.raises(ValueError, match="not UTF-8 text .*expected a YAML file saved as UTF-8"):
+        reports.load_plan(plan)
+    assert main(["list", str(plan)]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"landscape: error: plan {plan}: not UTF-8")
+
+
+def test_an_output_root_that_is_a_file_is_refused(notebooks, capsys):
+    plan = notebooks / "plan.yaml"
+    plan.write_text("name: p\nruns: [{name: r, notebook: good.ipynb}]\n", encoding="utf-8")
+    afile = notebooks / "afile"
+    afile.write_text("not a folder")
+    for root in (afile, afile / "below"):
+        with pytest.raises(ValueError, match=f"{afile} is a file; expected a folder"):
+            reports.run_plan(plan, output_root=root)
+        for command in ("run", "list"):
+            assert main([command, str(plan), "--output-root", str(root)]) == 2
+            [line] = capsys.readouterr().err.splitlines()
+            assert line.startswith(f"landscape: error: output root {root}: {afile} is a file")
+    assert afile.read_text() == "not a folder"
 
 
 def test_missing_plan_unknown_run_and_bad_jobs(notebooks, capsys):
@@ -351,14 +411,36 @@ def test_record_converts_and_merges(tmp_path):
         ci=(1.9, 2.1),
     )
     stored = json.loads(_text(tmp_path / "run" / "results.json"))
-    assert stored == merged
     assert stored["alpha"] == 2.0 and stored["k"] == 7  # merged, newest wins
     assert stored["delta"] == [1.0, "nan", "inf", "-inf"]
     assert math.isinf(float(stored["delta"][2]))  # the strings read back with float()
+    assert {k: v for k, v in merged.items() if k != "delta"} == {
+        k: v for k, v in stored.items() if k != "delta"
+    }
+    assert math.isnan(merged["delta"][1]) and merged["delta"][2:] == [math.inf, -math.inf]
     assert stored["tensor"] == [[1.0, 2.0]] and stored["scalar"] == 3 and stored["ci"] == [1.9, 2.1]
     with pytest.raises(ValueError, match="bad of type object"):
         reports.record(tmp_path / "run", bad=object())
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["results.json"]
+
+
+def test_record_returns_numbers_and_writes_valid_json(tmp_path):
+    """NaN stays a float for the notebook (it formats it); the file spells it "nan"."""
+    got = reports.record(tmp_path, alpha=float("nan"), ci=(np.float32(np.nan), 2.0), k=3)
+    assert math.isnan(got["alpha"]) and f"{got['alpha']:.2f} {got['ci'][1]:.1f}" == "nan 2.0"
+    assert math.isnan(got["ci"][0]) and got["k"] == 3
+
+    def no_constants(name):
+        raise AssertionError(f"results.json holds the non-JSON constant {name}")
+
+    text = (tmp_path / "results.json").read_text()
+    stored = json.loads(text, parse_constant=no_constants)
+    assert stored == {"alpha": "nan", "ci": ["nan", 2.0], "k": 3}
+    again = reports.record(tmp_path, beta=-np.inf)  # earlier keys come back as numbers too
+    assert math.isnan(again["alpha"]) and again["beta"] == -math.inf
+    read = reports.read_results(tmp_path)
+    assert math.isnan(read["alpha"]) and read["beta"] == -math.inf and read["k"] == 3
+    assert reports.to_json(float("nan")) == "nan" and reports.from_json("nan") != "nan"
 
 
 def test_record_without_output_dir(tmp_path, monkeypatch):

@@ -3,8 +3,10 @@
     python -m landscape run PLAN [--only NAME ...] [--force] [--jobs N] [--output-root DIR]
     python -m landscape list PLAN [--output-root DIR]
 
-``run`` exits 0 when every run succeeded or was up to date, 1 when any run failed, and 2 for a bad
-plan or bad arguments. The work itself lives in :mod:`landscape.reports`.
+``run`` exits 0 when every run succeeded or was up to date, 1 when any run failed (or a file could
+not be written), 2 for a bad plan or bad arguments or when another ``landscape run`` holds the
+plan folder, and 130 on Ctrl-C (the running runs are marked "interrupted"). Every error is one
+line on stderr. The work itself lives in :mod:`landscape.reports`.
 """
 
 from __future__ import annotations
@@ -52,6 +54,15 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
     args = _parser().parse_args(argv)
+    try:
+        return _command(args)
+    except KeyboardInterrupt as exc:  # reports.PlanInterrupted says what it marked
+        detail = f": {exc}" if str(exc) else ""
+        print(f"landscape: interrupted (Ctrl-C){detail}", file=sys.stderr)
+        return 130
+
+
+def _command(args: argparse.Namespace) -> int:
     from landscape import reports  # imported here so that --help stays fast
 
     try:
@@ -66,10 +77,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             output_root=args.output_root,
         )
         plan = reports.load_plan(args.plan)
-    except ValueError as exc:
+        index = reports.plan_output_dir(plan, args.output_root) / "index.html"
+    except (ValueError, reports.PlanLockedError) as exc:
         print(f"landscape: error: {exc}", file=sys.stderr)
         return 2
-    index = reports.plan_output_dir(plan, args.output_root) / "index.html"
+    except OSError as exc:
+        print(f"landscape: error: {exc}", file=sys.stderr)
+        return 1
     print(f"Report index: {index}")
     return 1 if any(result.status == "failed" for result in results) else 0
 

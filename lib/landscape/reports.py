@@ -8,6 +8,18 @@ run, skips runs whose notebook, parameters and library code are unchanged, and w
 headline numbers. Every report file is written atomically (temporary file, then ``os.replace``).
 Nothing here computes mathematics; figures live in :mod:`landscape.plots`.
 
+A finished report is never lost. A plan folder looks like this::
+
+    index.html
+    .lock, .lock.pid        # held while `landscape run` runs the plan; the holder's pid
+    .staging/<run>+<pid>/   # a run executing; renamed to <run>/ only once it has finished
+    <run>/                  # the last good report: notebook.ipynb, report.html, results.json,
+                            # figures, and run.json recording each file's size and SHA-256
+    <run>/failed/           # the latest attempt, when it failed or was interrupted (Ctrl-C)
+
+A run is up to date only when its folder holds exactly the recorded files, unchanged and parsable.
+A run folder holding files the runner did not write is never replaced: that run fails.
+
 Plan format::
 
     name: quick                 # folder name of the plan's reports
@@ -28,6 +40,7 @@ from __future__ import annotations
 import ast
 import base64
 import concurrent.futures
+import contextlib
 import datetime as _dt
 import hashlib
 import html
@@ -36,15 +49,18 @@ import json
 import logging
 import math
 import os
+import pickle
 import re
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 import traceback
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -54,7 +70,7 @@ import yaml
 
 import landscape
 
-Status = Literal["succeeded", "failed", "skipped"]
+Status = Literal["succeeded", "failed", "skipped", "interrupted"]
 
 #: Environment variable that :func:`record` and :func:`resolve_output_dir` read when no folder is given.
 OUTPUT_DIR_ENV = "LANDSCAPE_OUTPUT_DIR"
@@ -62,12 +78,21 @@ OUTPUT_DIR_ENV = "LANDSCAPE_OUTPUT_DIR"
 KERNEL_NAME = "python3"
 #: Parameter the runner injects (the run folder); plans may not set it.
 RESERVED_PARAMETER = "output_dir"
+#: A run folder's record: status, fingerprint, and every file of the report with size and SHA-256.
+RUN_RECORD = "run.json"
+#: Sub-folder of a run folder holding its latest failed or interrupted attempt.
+FAILED_DIR = "failed"
+#: Folder inside a plan folder where runs execute before they replace their report.
+STAGING_DIR = ".staging"
+#: The plan folder's lock file; the holder's pid is written beside it (``.lock.pid``).
+LOCK_FILE = ".lock"
 
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _PLAN_KEYS = frozenset({"name", "description", "defaults", "runs"})
 _RUN_KEYS = frozenset({"name", "description", "notebook", "parameters"})
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _TRACEBACK_LINES = 20
+_UNFINISHED = ("failed", "interrupted")
 _INDEX_NUMBERS = 8
 
 
@@ -164,6 +189,13 @@ def load_plan(path: str | os.PathLike[str]) -> Plan:
         raise ValueError(f"{where}: file not found.")
     try:
         content = yaml.safe_load(plan_path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"{where}: not UTF-8 text (byte {exc.start}: {exc.reason}); expected a YAML file "
+            "saved as UTF-8."
+        ) from None
+    except OSError as exc:
+        raise ValueError(f"{where}: cannot be read ({exc.strerror or exc}).") from None
     except yaml.YAMLError as exc:
         raise ValueError(f"{where}: not valid YAML: {exc}") from None
     if not isinstance(content, dict):
@@ -211,7 +243,10 @@ def _load_run(
     name = _check_name(where, "name", raw["name"])
     notebook = _find_notebook(plan_path, where, raw["notebook"])
     own = _check_parameters(where, "parameters", raw.get("parameters"))
-    declared = notebook_parameters(notebook)
+    try:
+        declared = notebook_parameters(notebook)
+    except ValueError as exc:
+        raise ValueError(f"{where}: key 'notebook': {exc}") from None
     undeclared = sorted(set(own) - declared)
     if undeclared:
         known = ", ".join(sorted(declared)) or "none (no cell tagged 'parameters')"
@@ -295,20 +330,16 @@ def notebook_parameters(notebook: str | os.PathLike[str]) -> frozenset[str]:
         notebook: path of an ``.ipynb`` file.
 
     Raises:
-        ValueError: if the file is not a notebook or its parameters cell is not valid Python.
+        ValueError: if the file is not a notebook (see :func:`read_notebook`) or its parameters
+            cell is not valid Python.
     """
     path = Path(notebook)
-    try:
-        nb = json.loads(path.read_text(encoding="utf-8"))
-        cells = nb["cells"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"notebook {path}: cannot be read as a notebook ({exc}).") from None
     names: set[str] = set()
-    for cell in cells:
+    for cell in read_notebook(path)["cells"]:
         tags = cell.get("metadata", {}).get("tags", [])
         if cell.get("cell_type") != "code" or "parameters" not in tags:
             continue
-        source = cell.get("source", "")
+        source = cell["source"]
         source = "".join(source) if isinstance(source, list) else source
         try:
             tree = ast.parse(source)
@@ -327,6 +358,44 @@ def notebook_parameters(notebook: str | os.PathLike[str]) -> frozenset[str]:
     return frozenset(names)
 
 
+def read_notebook(notebook: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read an ``.ipynb`` file and check that it is a Jupyter notebook (nbformat 4 schema).
+
+    Returns:
+        The notebook's JSON content.
+
+    Raises:
+        ValueError: naming the file, what is wrong and what is expected, for a file that cannot be
+            read, is not UTF-8 JSON, or does not follow the notebook schema.
+    """
+    import nbformat
+
+    path = Path(notebook)
+    expected = "expected a Jupyter notebook (JSON with 'cells', 'metadata' and 'nbformat': 4)"
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"notebook {path}: cannot be read ({exc.strerror or exc}).") from None
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError
+        raise ValueError(f"notebook {path}: not a notebook ({exc}); {expected}.") from None
+    if not isinstance(content, dict) or content.get("nbformat") != 4:
+        if not isinstance(content, dict):
+            given = f"a JSON {type(content).__name__}"
+        elif "nbformat" in content:
+            given = f"'nbformat': {content['nbformat']!r}"
+        else:
+            given = "no 'nbformat' key"
+        raise ValueError(f"notebook {path}: not a notebook (found {given}); {expected}.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # cells without ids (papermill adds them)
+            nbformat.validate(content, version=4)
+    except nbformat.ValidationError as exc:
+        reason = str(exc).strip().splitlines()[0]
+        raise ValueError(f"notebook {path}: not a valid notebook ({reason}); {expected}.") from None
+    return content
+
+
 # ----------------------------------------------------------------------------------------------
 # Where reports go, fingerprints, run status on disk
 
@@ -336,6 +405,9 @@ def plan_output_dir(plan: Plan, output_root: str | os.PathLike[str] | None = Non
 
     With ``output_root=None``: a plan stored as ``<root>/reports/plans/<file>.yaml`` reports to
     ``<root>/reports/<plan name>/``; any other plan to ``./reports/<plan name>/``.
+
+    Raises:
+        ValueError: if ``output_root``, one of its parents or the plan folder is a file.
     """
     if output_root is None:
         plans_dir = plan.path.parent
@@ -343,7 +415,16 @@ def plan_output_dir(plan: Plan, output_root: str | os.PathLike[str] | None = Non
             output_root = plans_dir.parent
         else:
             output_root = Path.cwd() / "reports"
-    return Path(output_root).expanduser().resolve() / plan.name
+    root = Path(output_root).expanduser().resolve()
+    for folder in (root / plan.name, root, *root.parents):
+        if folder.exists() or folder.is_symlink():
+            if not folder.is_dir():
+                raise ValueError(
+                    f"output root {root}: {folder} is a file; expected a folder to hold the plan "
+                    f"folder {plan.name}/ (choose another --output-root)."
+                )
+            break
+    return root / plan.name
 
 
 def library_fingerprint() -> str:
@@ -379,16 +460,88 @@ def read_run_record(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
 
 
 def run_state(run: Run, run_dir: Path, current: str) -> str:
-    """Where a run stands on disk: "up to date", "out of date", "failed" or "missing"."""
+    """Where a run stands on disk.
+
+    One of "up to date" (its report is complete: :func:`incomplete_reason` finds nothing, and its
+    fingerprint is ``current``), "out of date" (another fingerprint), "incomplete" (a file of the
+    report is missing, changed, unexpected or unparsable), "failed" or "interrupted" (the latest
+    attempt, kept in ``<run>/failed/``), or "missing" (never run).
+    """
+    attempt = read_run_record(run_dir / FAILED_DIR)
+    if attempt is not None and attempt.get("status") in _UNFINISHED:
+        return str(attempt["status"])
     stored = read_run_record(run_dir)
     if stored is None:
         return "missing"
-    if stored.get("status") == "failed":
-        return "failed"
-    complete = (run_dir / "notebook.ipynb").is_file() and (run_dir / "report.html").is_file()
-    if stored.get("status") == "succeeded" and stored.get("fingerprint") == current and complete:
-        return "up to date"
-    return "out of date"
+    if stored.get("status") in _UNFINISHED:  # the layout before failed/ existed
+        return str(stored["status"])
+    if incomplete_reason(run_dir, stored) is not None:
+        return "incomplete"
+    return "up to date" if stored.get("fingerprint") == current else "out of date"
+
+
+def incomplete_reason(run_dir: Path, stored: Mapping[str, Any] | None = None) -> str | None:
+    """Why a succeeded run's folder is not its complete report, or None when it is.
+
+    The folder must hold exactly the files recorded in its run.json (each with its size and
+    SHA-256; the ``failed/`` sub-folder aside), notebook.ipynb and report.html among them, and
+    notebook.ipynb and results.json must parse.
+    """
+    stored = read_run_record(run_dir) if stored is None else stored
+    if stored is None:
+        return "run.json is missing or unreadable"
+    if stored.get("status") != "succeeded":
+        return f"run.json says {stored.get('status')!r}, not 'succeeded'"
+    recorded = stored.get("files")
+    if not isinstance(recorded, dict):
+        return "run.json holds no record of the report's files (written by an older landscape)"
+    for required in ("notebook.ipynb", "report.html"):
+        if required not in recorded:
+            return f"{required} is not part of the report"
+    present = set(report_files(run_dir))
+    for name, entry in sorted(recorded.items()):
+        if name not in present:
+            return f"{name} is missing"
+        try:
+            changed = not isinstance(entry, dict) or file_entry(run_dir / name) != entry
+        except OSError as exc:
+            return f"{name} cannot be read ({exc.strerror or exc})"
+        if changed:
+            return f"{name} has changed since the run (size or SHA-256)"
+    extra = sorted(present - set(recorded))
+    if extra:
+        return f"{extra[0]} was not written by the run"
+    return _unparsable(run_dir)
+
+
+def report_files(folder: Path) -> list[str]:
+    """Relative paths (with "/") of the files in a run folder, but run.json and ``failed/``."""
+    found = []
+    for parent, dirs, files in os.walk(folder):
+        here = Path(parent).relative_to(folder)
+        if here == Path("."):
+            dirs[:] = [d for d in dirs if d != FAILED_DIR]
+        found += [(here / name).as_posix() for name in files]
+        found += [(here / d).as_posix() for d in dirs if (Path(parent) / d).is_symlink()]
+    return sorted(name for name in found if name != RUN_RECORD)
+
+
+def file_entry(path: Path) -> dict[str, Any]:
+    """``{"size": bytes, "sha256": hex digest}`` of a file, as run.json records it."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return {"size": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def _unparsable(folder: Path) -> str | None:
+    """The first of notebook.ipynb and results.json in ``folder`` that is not a JSON object."""
+    for name in ("notebook.ipynb", "results.json"):
+        path = folder / name
+        if path.exists() and _read_json(path) is None:
+            return f"{name} is not valid JSON (truncated or damaged)"
+    return None
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -406,20 +559,31 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> Path:
 
     Returns:
         The path written.
+
+    Raises:
+        OSError: (full disk, read-only folder...) naming ``path``, not the temporary file.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    tmp = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
+    except OSError as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if exc.errno is None:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(target)) from exc
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
     return target
 
@@ -478,13 +642,16 @@ def output_path(output_dir: str | os.PathLike[str] | None, name: str) -> Path:
     return directory / name
 
 
-def to_json(value: Any, name: str = "value") -> Any:
-    """Convert a value to plain JSON types.
+#: How results.json spells the floats JSON has no number for (``float()`` reads them back).
+NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+def to_python(value: Any, name: str = "value") -> Any:
+    """Convert a value to plain Python: float, int, bool, str, None, and (nested) lists and dicts.
 
     numpy scalars and arrays and torch tensors become floats, ints, bools and (nested) lists;
-    tuples become lists; dataclasses become dicts of their fields; paths become strings. Non-finite
-    floats become the *strings* ``"nan"``, ``"inf"`` and ``"-inf"`` (JSON has no such numbers;
-    ``float()`` reads the strings back).
+    tuples become lists; dataclasses become dicts of their fields; paths become strings.
+    Non-finite floats stay floats (see :func:`to_json` for their form in a file).
 
     Raises:
         ValueError: naming ``name`` for a value that has no JSON form.
@@ -496,52 +663,110 @@ def to_json(value: Any, name: str = "value") -> Any:
     if isinstance(value, np.bool_):
         return bool(value)
     if isinstance(value, float | np.floating):
-        number = float(value)
-        if math.isfinite(number):
-            return number
-        return "nan" if math.isnan(number) else ("inf" if number > 0 else "-inf")
+        return float(value)
     if isinstance(value, np.ndarray | np.generic):
-        return to_json(value.tolist(), name)
+        return to_python(value.tolist(), name)
     if type(value).__module__.startswith("torch") and hasattr(value, "detach"):
-        return to_json(value.detach().cpu().tolist(), name)
+        return to_python(value.detach().cpu().tolist(), name)
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, Mapping):
-        return {str(key): to_json(item, f"{name}[{key!r}]") for key, item in value.items()}
+        return {str(key): to_python(item, f"{name}[{key!r}]") for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [to_json(item, f"{name}[{i}]") for i, item in enumerate(value)]
+        return [to_python(item, f"{name}[{i}]") for i, item in enumerate(value)]
     if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_json(getattr(value, f.name), f"{name}.{f.name}") for f in fields(value)}
+        return {
+            f.name: to_python(getattr(value, f.name), f"{name}.{f.name}") for f in fields(value)
+        }
     raise ValueError(f"{name} of type {type(value).__name__} cannot be written to results.json.")
+
+
+def to_json(value: Any, name: str = "value") -> Any:
+    """:func:`to_python`, then non-finite floats as the *strings* ``"nan"``, ``"inf"``, ``"-inf"``.
+
+    JSON has no such numbers; the strings keep the file valid JSON, tell NaN apart from a missing
+    value (``null``), and read back with ``float()`` or :func:`from_json`.
+
+    Raises:
+        ValueError: naming ``name`` for a value that has no JSON form.
+    """
+    return _map_floats(to_python(value, name), _non_finite_as_string)
+
+
+def from_json(value: Any) -> Any:
+    """Undo :func:`to_json`'s spelling: the strings "nan", "inf", "-inf" become floats again.
+
+    (So a *text* "nan" recorded by a notebook reads back as a float too.)
+    """
+    if isinstance(value, str):
+        return NON_FINITE.get(value, value)
+    if isinstance(value, list):
+        return [from_json(item) for item in value]
+    if isinstance(value, dict):
+        return {key: from_json(item) for key, item in value.items()}
+    return value
+
+
+def _map_floats(value: Any, convert: Callable[[float], Any]) -> Any:
+    if isinstance(value, float):
+        return convert(value)
+    if isinstance(value, list):
+        return [_map_floats(item, convert) for item in value]
+    if isinstance(value, dict):
+        return {key: _map_floats(item, convert) for key, item in value.items()}
+    return value
+
+
+def _non_finite_as_string(number: float) -> float | str:
+    if math.isfinite(number):
+        return number
+    return "nan" if math.isnan(number) else ("inf" if number > 0 else "-inf")
+
+
+def read_results(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``results.json`` of a run folder as numbers (see :func:`from_json`); {} if none.
+
+    Raises:
+        ValueError: naming the file if it exists but is not a JSON object.
+    """
+    path = Path(run_dir) / "results.json"
+    if not path.exists():
+        return {}
+    content = _read_json(path)
+    if content is None:
+        raise ValueError(f"{path}: not a JSON object; expected what reports.record writes.")
+    return from_json(content)
 
 
 def record(output_dir: str | os.PathLike[str] | None = None, **numbers: Any) -> dict[str, Any]:
     """Merge headline numbers into ``<output_dir>/results.json`` (the last step of a notebook).
 
-    Values are converted by :func:`to_json` (NaN and ±inf become the strings "nan", "inf",
-    "-inf"). Keys already in the file and not given here are kept. The file is written atomically.
+    Values are converted by :func:`to_python` and written by :func:`to_json` (NaN and ±inf are
+    stored as the strings "nan", "inf", "-inf"). Keys already in the file and not given here are
+    kept. The file is written atomically.
 
     Args:
         output_dir: the run folder the runner injected; None uses :func:`resolve_output_dir`.
         **numbers: the numbers to record, e.g. ``alpha=1.98, alpha_ci=(1.9, 2.05)``.
 
     Returns:
-        The whole content of results.json after the merge.
+        The whole content of results.json after the merge, as numbers: NaN and ±inf are floats
+        (so a notebook can format what it recorded), not the strings of the file.
 
     Example:
         >>> import tempfile
         >>> record(tempfile.mkdtemp(), alpha=np.float64(2.0), delta=np.array([1.0, np.inf]))
-        {'alpha': 2.0, 'delta': [1.0, 'inf']}
+        {'alpha': 2.0, 'delta': [1.0, inf]}
     """
     directory = resolve_output_dir(output_dir)
     path = directory / "results.json"
-    converted = {key: to_json(value, key) for key, value in numbers.items()}
+    given = {key: to_python(value, key) for key, value in numbers.items()}
     existing = _read_json(path)
     if existing is None and path.exists():
         warnings.warn(f"{path} is not a JSON object; starting it afresh.", stacklevel=2)
-    merged = {**(existing or {}), **converted}
-    write_atomic(path, json.dumps(merged, indent=2, allow_nan=False) + "\n")
-    return merged
+    stored = {**(existing or {}), **to_json(given)}
+    write_atomic(path, json.dumps(stored, indent=2, allow_nan=False) + "\n")
+    return {**from_json(existing or {}), **given}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -557,10 +782,11 @@ def run_plan(
 ) -> list[RunResult]:
     """Execute a plan's runs with papermill, render their reports, and write the plan's index.
 
-    Each run executes into ``<plan folder>/<run>/notebook.ipynb`` (see :func:`plan_output_dir`),
-    with the kernel started in the notebook's folder and ``output_dir`` set to the run folder; then
-    ``report.html`` and ``thumb.png`` (the first figure) are rendered and ``run.json`` is written.
-    A run that fails is marked failed and the others go on; its partial notebook is kept.
+    Each run executes (see :func:`execute_run`) into a staging folder and, once finished, replaces
+    ``<plan folder>/<run>/`` (see :func:`plan_output_dir`): notebook.ipynb, report.html, thumb.png
+    (the first figure), the notebook's results.json and figures, and run.json. A run that fails is
+    kept in ``<run>/failed/`` beside the last good report, and the others go on. The plan folder is
+    locked while the plan runs (``.lock``; the holder's pid in ``.lock.pid``).
 
     Args:
         plan_path: the plan's YAML file.
@@ -573,7 +799,11 @@ def run_plan(
         One :class:`RunResult` per considered run, in plan order.
 
     Raises:
-        ValueError: for an invalid plan, an unknown name in ``only`` or ``jobs`` < 1.
+        ValueError: for an invalid plan, an unknown name in ``only``, ``jobs`` < 1, or an output
+            root that is a file.
+        PlanLockedError: when another process is running the same plan folder.
+        PlanInterrupted: on Ctrl-C, after the running runs were stopped and marked "interrupted"
+            and the index was written (runs not started are left as they were).
     """
     from landscape.checks import check_int  # imports torch: kept out of notebooks' `record`
 
@@ -583,44 +813,177 @@ def run_plan(
     plan_dir = plan_output_dir(plan, output_root)
     library = library_fingerprint()
     prints = threading.Lock()
-    index = _Index(plan, plan_dir, library, [run.name for run in selected])
 
     def say(message: str) -> None:
         with prints:
             print(message, flush=True)
 
-    def one(position: int, run: Run) -> RunResult:
-        tag = f"[{position}/{len(selected)}] {run.name}"
-        run_dir = plan_dir / run.name
-        current = fingerprint(run, library)
-        if not force and run_state(run, run_dir, current) == "up to date":
-            say(f"{tag}: skipped (up to date)")
-            result = RunResult(run.name, "skipped", 0.0, run_dir)
-        else:
-            say(f"{tag}: running {run.notebook.name} -> {run_dir}")
-            result = execute_run(plan, run, run_dir, current)
-            say(f"{tag}: {result.status} in {result.duration:.1f} s" + _first_line(result.error))
-        index.update(result)
-        return result
+    with _PlanLock(plan_dir) as lock:
+        index = _Index(plan, plan_dir, library, [run.name for run in selected], say)
+        stop = threading.Event()
 
-    say(f"Plan {plan.name}: {len(selected)} run(s), {jobs} at a time, reports in {plan_dir}")
-    problem = kernel_problem()
-    if problem:
-        say(f"warning: {problem}")
-    index.write()
-    if jobs == 1 or len(selected) == 1:
-        results = [one(i, run) for i, run in enumerate(selected, 1)]
-    else:
-        with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-            futures = [pool.submit(one, i, run) for i, run in enumerate(selected, 1)]
+        def one(position: int, run: Run) -> RunResult | None:
+            if stop.is_set():
+                return None  # Ctrl-C came before this run started
+            tag = f"[{position}/{len(selected)}] {run.name}"
+            run_dir = plan_dir / run.name
             try:
-                results = [future.result() for future in futures]
-            except BaseException:  # Ctrl-C or a refused folder: start nothing new
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
-    index.write()
-    say(summary_table(plan, results))
+                current = fingerprint(run, library)
+                if not force and run_state(run, run_dir, current) == "up to date":
+                    say(f"{tag}: skipped (up to date)")
+                    result = RunResult(run.name, "skipped", 0.0, run_dir)
+                elif lock.problem:
+                    result = RunResult(run.name, "failed", 0.0, run_dir, lock.problem)
+                else:
+                    say(f"{tag}: running {run.notebook.name} -> {run_dir}")
+                    result = execute_run(plan, run, run_dir, current, stop=stop)
+            except Exception as exc:  # one run's trouble never stops the plan
+                result = RunResult(run.name, "failed", 0.0, run_dir, describe_error(exc))
+            if result.status != "skipped":
+                say(
+                    f"{tag}: {result.status} in {result.duration:.1f} s" + _first_line(result.error)
+                )
+            index.update(result)
+            return result
+
+        say(f"Plan {plan.name}: {len(selected)} run(s), {jobs} at a time, reports in {plan_dir}")
+        if lock.problem:
+            say(f"warning: {lock.problem}; runs that need executing will fail.")
+        else:
+            _recover_staging(plan_dir)
+        problem = kernel_problem()
+        if problem:
+            say(f"warning: {problem}")
+        try:
+            index.write()
+            results, interrupted = _run_all(selected, one, jobs, stop)
+        except KeyboardInterrupt:  # before any run started
+            results, interrupted = [], True
+        index.settle()
+        index.write()
+        say(summary_table(plan, results))
+    if interrupted:
+        raise PlanInterrupted(results, plan_dir / "index.html")
     return results
+
+
+class PlanLockedError(RuntimeError):
+    """Another process holds the plan folder's lock (it is running the same plan)."""
+
+
+class PlanInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped :func:`run_plan`; the running runs were marked "interrupted".
+
+    Attributes:
+        results: the results of the runs that finished or were interrupted, in plan order.
+        index: the plan's index.html (written after the interruption).
+    """
+
+    def __init__(self, results: Sequence[RunResult], index: Path) -> None:
+        self.results = list(results)
+        self.index = index
+        stopped = [r.name for r in self.results if r.status == "interrupted"]
+        what = (
+            f"run(s) {', '.join(stopped)} marked interrupted (earlier reports kept)"
+            if stopped
+            else "no run was executing"
+        )
+        super().__init__(f"{what}; index {index}")
+
+
+def _run_all(
+    selected: Sequence[Run],
+    one: Callable[[int, Run], RunResult | None],
+    jobs: int,
+    stop: threading.Event,
+) -> tuple[list[RunResult], bool]:
+    """Call ``one(position, run)`` for each run on ``jobs`` threads; on Ctrl-C set ``stop``.
+
+    The main thread only waits, so Ctrl-C reaches it: runs not started are cancelled, running ones
+    stop their notebooks (see :func:`execute_run`) and are waited for (a few seconds at most).
+
+    Returns:
+        The results of the runs that ran, in plan order, and whether Ctrl-C came.
+    """
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=jobs)
+    futures = [pool.submit(one, i, run) for i, run in enumerate(selected, 1)]
+    interrupted = False
+    try:
+        for future in futures:
+            future.result()
+    except KeyboardInterrupt:
+        interrupted = True
+        stop.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        running = [f for f in futures if not f.cancelled()]  # cancelled ones never "finish"
+        with _sigint_ignored():  # the running notebooks are being stopped; wait for them
+            concurrent.futures.wait(running)
+    pool.shutdown()
+    done = [f.result() for f in futures if not f.cancelled()]
+    return [result for result in done if result is not None], interrupted
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Ignore Ctrl-C in the block (only where signals can be set: the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class _PlanLock:
+    """The plan folder's lock, held (non-blocking, ``filelock``) while a plan runs.
+
+    ``problem`` is set instead, and nothing is locked, when the folder cannot be written (a read-only
+    folder or disk): then nothing can be executed there, and up-to-date runs are still reported.
+    """
+
+    def __init__(self, plan_dir: Path) -> None:
+        self.plan_dir = plan_dir
+        self.path = plan_dir / LOCK_FILE
+        self.pid_path = plan_dir / f"{LOCK_FILE}.pid"
+        self.problem: str | None = None
+        self._lock: Any = None
+
+    def __enter__(self) -> _PlanLock:
+        from filelock import FileLock, Timeout
+
+        try:
+            self.plan_dir.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644))
+        except OSError as exc:
+            self.problem = _os_error_line(exc, self.plan_dir)
+            return self
+        lock = FileLock(self.path, timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise PlanLockedError(
+                f"plan folder {self.plan_dir} is in use by another `landscape run` "
+                f"({_lock_holder(self.pid_path)}); wait for it to finish or stop it."
+            ) from None
+        self._lock = lock
+        with contextlib.suppress(OSError):
+            write_atomic(self.pid_path, f"{os.getpid()}\n")
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self._lock is not None:
+            with contextlib.suppress(OSError):
+                self.pid_path.unlink(missing_ok=True)
+            self._lock.release()
+
+
+def _lock_holder(pid_path: Path) -> str:
+    try:
+        return f"pid {int(pid_path.read_text(encoding='utf-8').strip())}"
+    except (OSError, ValueError):
+        return "pid unknown"
 
 
 def _select(plan: Plan, only: Sequence[str] | None) -> list[Run]:
@@ -638,42 +1001,79 @@ def _first_line(error: str | None) -> str:
     return f": {error.splitlines()[0]}" if error else ""
 
 
-def execute_run(plan: Plan, run: Run, run_dir: Path, current: str) -> RunResult:
-    """Execute one run now (no up-to-date check) and write its report files.
+def _os_error_line(exc: OSError, folder: Path) -> str:
+    """One line naming what could not be written and why, e.g. for a full disk."""
+    where = exc.filename or folder
+    return f"cannot write {where}: {exc.strerror or exc}"
+
+
+class _Refused(Exception):
+    """A run folder the runner must not replace (it holds files the runner did not write)."""
+
+
+def execute_run(
+    plan: Plan,
+    run: Run,
+    run_dir: Path,
+    current: str,
+    *,
+    stop: threading.Event | None = None,
+    grace: float = 10.0,
+) -> RunResult:
+    """Execute one run now (no up-to-date check) and store its report files.
+
+    The notebook executes with papermill in a separate process, into the staging folder
+    ``<plan folder>/.staging/<run>+<pid>/``. A run that succeeded replaces ``run_dir`` (the old
+    folder is renamed aside, the new one renamed in, the old one deleted); a failed or
+    interrupted run goes to ``run_dir/failed/`` and the last good report stays. A ``run_dir``
+    holding files the runner did not write is never touched: the run fails at once.
 
     Args:
         plan: the plan the run belongs to (for the report header).
         run: the run.
-        run_dir: its folder; earlier outputs there are removed first.
+        run_dir: its folder.
         current: the run's :func:`fingerprint`, stored in run.json.
+        stop: when set (Ctrl-C), the notebook is stopped and the run is "interrupted".
+        grace: seconds a stopped notebook gets to shut its kernel down before it is killed.
 
     Returns:
-        The run's result; failures are caught and described, never raised.
+        The run's result, whose ``output_dir`` is where its files are; failures (a failing cell,
+        a full disk, a refused folder) are described, never raised.
     """
-    import papermill
-
-    _clear_run_dir(run_dir)
-    notebook_out = run_dir / "notebook.ipynb"
-    started = _now()
     start = time.perf_counter()
-    error = None
+    started = _now()
+    staging = run_dir.parent / STAGING_DIR / f"{run.name}+{os.getpid()}"
     try:
-        papermill.execute_notebook(
-            str(run.notebook),
-            str(notebook_out),
-            parameters={**run.parameters, RESERVED_PARAMETER: str(run_dir)},
-            kernel_name=KERNEL_NAME,
-            progress_bar={"desc": run.name},
-            log_output=False,
-            # ipykernel logs a TCP-encryption warning at every start and noise at shutdown.
-            extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
-            # The kernel's working directory, set without os.chdir (which --jobs threads would share).
-            resources={"metadata": {"path": str(run.notebook.parent)}},
-        )
-    except Exception as exc:  # a failing run must not stop the others
-        error = describe_error(exc)
-    status: Status = "failed" if error else "succeeded"
-    info = {
+        _refuse_foreign(run_dir)
+        _fresh_dir(staging)
+        status, error = _execute_notebook(run, staging, stop, grace)
+        info = _finish_run(plan, run, staging, run_dir, status, error, current, started, start)
+        where = _store(staging, run_dir, info["status"])
+    except (OSError, _Refused) as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        error = _os_error_line(exc, staging) if isinstance(exc, OSError) else str(exc)
+        return RunResult(run.name, "failed", round(time.perf_counter() - start, 3), run_dir, error)
+    return RunResult(run.name, info["status"], info["duration"], where, info["error"])
+
+
+def _finish_run(
+    plan: Plan,
+    run: Run,
+    staging: Path,
+    run_dir: Path,
+    status: Status,
+    error: str | None,
+    current: str,
+    started: str,
+    start: float,
+) -> dict[str, Any]:
+    """Render report.html and thumb.png in ``staging`` and write its run.json; return run.json."""
+    notebook = staging / "notebook.ipynb"
+    if status == "succeeded":
+        error = "papermill wrote no notebook" if not notebook.is_file() else _unparsable(staging)
+        status = "failed" if error else status
+    final = run_dir if status == "succeeded" else run_dir / FAILED_DIR
+    info: dict[str, Any] = {
         "name": run.name,
         "plan": plan.name,
         "notebook": str(run.notebook),
@@ -686,29 +1086,309 @@ def execute_run(plan: Plan, run: Run, run_dir: Path, current: str) -> RunResult:
         "timestamp": _now(),
         "version": landscape.__version__,
     }
-    if notebook_out.is_file():
+    if notebook.is_file() and status != "interrupted":
         try:
-            _write_thumbnail(notebook_out, run_dir / "thumb.png")
-            render_report(notebook_out, run_dir / "report.html", info)
+            _retarget_output_dir(notebook, staging, final)
+            _write_thumbnail(notebook, staging / "thumb.png")
+            index_href = "../index.html" if status == "succeeded" else "../../index.html"
+            render_report(notebook, staging / "report.html", info, index_href)
+        except OSError:
+            raise
         except Exception as exc:
-            info["status"] = status = "failed"
+            info["status"] = "failed"
             note = f"Rendering the report failed: {describe_error(exc)}"
             info["error"] = f"{error}\n\n{note}" if error else note
     info["duration"] = round(time.perf_counter() - start, 3)
-    write_atomic(run_dir / "run.json", json.dumps(info, indent=2) + "\n")
-    return RunResult(run.name, status, info["duration"], run_dir, info["error"])
+    info["timestamp"] = _now()
+    info["files"] = {name: file_entry(staging / name) for name in report_files(staging)}
+    write_atomic(staging / RUN_RECORD, json.dumps(info, indent=2) + "\n")
+    return info
 
 
-def _clear_run_dir(run_dir: Path) -> None:
-    """Remove a run folder's earlier outputs; refuse a non-empty folder that is not a run folder."""
-    if run_dir.is_dir() and any(run_dir.iterdir()):
-        if not (run_dir / "run.json").is_file() and not (run_dir / "notebook.ipynb").is_file():
-            raise ValueError(
-                f"output folder {run_dir} exists and is not a report folder (no run.json); "
-                "choose another output_root or remove it."
-            )
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+def _retarget_output_dir(notebook: Path, staging: Path, final: Path) -> None:
+    """Make the injected ``output_dir`` name the folder the run's files end up in, not staging."""
+    content = json.loads(notebook.read_text(encoding="utf-8"))
+    changed = False
+    for cell in content.get("cells", []):
+        if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
+            source = cell["source"]
+            text = "".join(source) if isinstance(source, list) else source
+            cell["source"] = text.replace(str(staging), str(final))
+            changed = changed or cell["source"] != text
+    if changed:
+        write_atomic(
+            notebook, json.dumps(content, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Executing a notebook in its own process (so that Ctrl-C can stop it and its kernel)
+
+_CHILD_COMMAND = (
+    "import sys\n"
+    "try:\n"
+    "    from landscape.reports import _papermill_child\n"
+    "except KeyboardInterrupt:\n"
+    "    sys.exit(130)\n"
+    "_papermill_child()\n"
+)
+
+
+def _execute_notebook(
+    run: Run, staging: Path, stop: threading.Event | None, grace: float
+) -> tuple[Status, str | None]:
+    """Run papermill on ``run`` into ``staging/notebook.ipynb`` in a child process.
+
+    The child gets its own session (a Ctrl-C at the terminal reaches only the runner, which stops
+    it); it exits when the runner dies, and its kernel exits with it (ipykernel's parent poller).
+
+    Returns:
+        ("succeeded", None), ("failed", description of the error) or ("interrupted", note).
+    """
+    error_file = staging.with_name(f"{staging.name}.error")
+    error_file.unlink(missing_ok=True)
+    spec = {
+        "input": str(run.notebook),
+        "output": str(staging / "notebook.ipynb"),
+        "parameters": {**run.parameters, RESERVED_PARAMETER: str(staging)},
+        "cwd": str(run.notebook.parent),
+        "name": run.name,
+        "error_file": str(error_file),
+        "parent": os.getpid(),
+        "grace": grace,
+    }
+    package_root = str(Path(landscape.__file__).resolve().parent.parent)
+    path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+    process = subprocess.Popen(
+        [sys.executable, "-c", _CHILD_COMMAND],
+        stdin=subprocess.PIPE,
+        cwd=run.notebook.parent,
+        env={**os.environ, "PYTHONPATH": path},
+        start_new_session=True,
+    )
+    try:
+        with contextlib.suppress(BrokenPipeError):
+            process.stdin.write(pickle.dumps(spec))  # type: ignore[union-attr]
+            process.stdin.close()  # type: ignore[union-attr]
+        stopped = _wait_or_stop(process, stop, grace)
+    finally:
+        if process.poll() is None:  # the runner itself is going down
+            _stop_process(process, grace=0.0)
+    try:
+        if stopped or process.returncode == 130:
+            return "interrupted", "interrupted (Ctrl-C) before the notebook finished"
+        if process.returncode == 0:
+            return "succeeded", None
+        described = error_file.read_text(encoding="utf-8") if error_file.is_file() else ""
+    finally:
+        error_file.unlink(missing_ok=True)
+    code = process.returncode
+    how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+    return "failed", described or f"the process executing the notebook {how}"
+
+
+def _wait_or_stop(process: subprocess.Popen, stop: threading.Event | None, grace: float) -> bool:
+    """Wait for the child; if ``stop`` gets set first, stop it and return True."""
+    while True:
+        try:
+            process.wait(timeout=0.2)
+            return False
+        except subprocess.TimeoutExpired:
+            if stop is not None and stop.is_set():
+                _stop_process(process, grace)
+                return True
+
+
+#: The signal that asks a notebook's process to stop (see :func:`_stop_quietly`).
+_STOP_SIGNAL = getattr(signal, "SIGUSR1", signal.SIGINT)
+
+
+def _stop_process(process: subprocess.Popen, grace: float) -> None:
+    """Ask the child to stop (papermill shuts its kernel down), SIGKILL after ``grace`` seconds."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, _STOP_SIGNAL)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _papermill_child() -> None:
+    """Body of the child process of :func:`_execute_notebook` (the spec arrives pickled on stdin).
+
+    Exits 0 when the notebook ran, 1 after writing the error's description to the spec's
+    ``error_file``, 130 on SIGINT (papermill shuts the kernel down and saves the partial notebook).
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(_STOP_SIGNAL, _stop_quietly)
+    try:
+        spec = pickle.loads(sys.stdin.buffer.read())
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    try:
+        _exit_with_parent(spec["parent"], spec["grace"])
+        import papermill
+
+        papermill.execute_notebook(
+            spec["input"],
+            spec["output"],
+            parameters=spec["parameters"],
+            kernel_name=KERNEL_NAME,
+            progress_bar={"desc": spec["name"]},
+            log_output=False,
+            # ipykernel logs a TCP-encryption warning at every start and noise at shutdown.
+            extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
+            resources={"metadata": {"path": spec["cwd"]}},  # the kernel's working directory
+        )
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    except Exception as exc:
+        described = describe_error(exc)
+        try:
+            Path(spec["error_file"]).write_text(described, encoding="utf-8")
+        except OSError as problem:  # a full disk: say it in one line where the user sees it
+            print(f"landscape: {described.splitlines()[0]} ({problem})", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def _stop_quietly(signum: int, frame: Any) -> None:
+    """Stop as on Ctrl-C, without the traceback nbclient and asyncio log for the killed kernel."""
+    for name in ("asyncio", "papermill", "nbclient", "traitlets"):
+        logging.getLogger(name).disabled = True
+    signal.raise_signal(signal.SIGINT)
+
+
+def _exit_with_parent(parent: int, grace: float) -> None:
+    """Interrupt this process when ``parent`` (the runner) dies, and end it ``grace`` s later."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.kill(os.getpid(), _STOP_SIGNAL)
+        time.sleep(grace)
+        os._exit(137)
+
+    threading.Thread(target=watch, name="landscape-parent-watch", daemon=True).start()
+
+
+# ----------------------------------------------------------------------------------------------
+# Storing a run: staging folder, atomic replacement, the failed/ attempt, foreign files
+
+
+def _fresh_dir(folder: Path) -> None:
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+
+
+def _store(staging: Path, run_dir: Path, status: str) -> Path:
+    """Move a finished staging folder into place; return where the run's files now are."""
+    _refuse_foreign(run_dir)  # files may have appeared while the run executed
+    if status == "succeeded":
+        _replace_dir(staging, run_dir)
+        return run_dir
+    if _is_report(run_dir):  # keep the last good report; the attempt goes beside it
+        _replace_dir(staging, run_dir / FAILED_DIR, aside=_aside(run_dir, "failed"))
+    else:
+        holder = _aside(run_dir, "new")
+        _fresh_dir(holder)
+        os.rename(staging, holder / FAILED_DIR)
+        _replace_dir(holder, run_dir)
+    return run_dir / FAILED_DIR
+
+
+def _replace_dir(new: Path, target: Path, aside: Path | None = None) -> None:
+    """Put folder ``new`` at ``target``: rename the old one aside, rename ``new`` in, delete the old.
+
+    A runner killed between the two renames leaves the old folder aside in ``.staging``; the next
+    run of the plan puts it back (:func:`_recover_staging`).
+    """
+    aside = aside or _aside(target, "previous")
+    if aside.exists():
+        shutil.rmtree(aside)
+    had_old = target.exists()
+    if had_old:
+        os.rename(target, aside)
+    try:
+        os.rename(new, target)
+    except OSError:
+        if had_old:
+            os.rename(aside, target)
+        raise
+    if had_old:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def _aside(run_dir: Path, role: str) -> Path:
+    """``<plan folder>/.staging/<run>+<role>`` ('+' is never part of a run name)."""
+    return run_dir.parent / STAGING_DIR / f"{run_dir.name}+{role}"
+
+
+def _recover_staging(plan_dir: Path) -> None:
+    """Tidy ``.staging`` after a runner that was killed: restore a report left aside, drop the rest."""
+    staging = plan_dir / STAGING_DIR
+    if not staging.is_dir():
+        return
+    for entry in staging.iterdir():
+        name, _, role = entry.name.partition("+")
+        with contextlib.suppress(OSError):
+            target = plan_dir / name
+            if role == "previous" and _NAME_PATTERN.match(name) and not target.exists():
+                os.rename(entry, target)
+            elif entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+
+
+def _is_report(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a report of a run that succeeded."""
+    stored = read_run_record(run_dir)
+    return stored is not None and stored.get("status") == "succeeded"
+
+
+def _refuse_foreign(run_dir: Path) -> None:
+    """Raise :class:`_Refused` if the run folder holds files the runner did not write."""
+    if not run_dir.exists() and not run_dir.is_symlink():
+        return
+    if not run_dir.is_dir() or run_dir.is_symlink():
+        raise _Refused(
+            f"{run_dir} is not a run folder (a file or link); it was left as it is: remove it "
+            "or choose another output root."
+        )
+    foreign = _foreign_files(run_dir)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (
+            f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+        )
+        raise _Refused(
+            f"run folder {run_dir} holds files the runner did not write ({shown}); it was left "
+            "as it is: move them away and run again."
+        )
+
+
+def _foreign_files(run_dir: Path) -> list[str]:
+    """Files in a run folder (and its failed/) that no run.json records as the runner's."""
+    found = _unrecorded(run_dir)
+    failed = run_dir / FAILED_DIR
+    if failed.is_dir() and not failed.is_symlink():
+        found += [f"{FAILED_DIR}/{name}" for name in _unrecorded(failed)]
+    elif failed.exists() or failed.is_symlink():
+        found.append(FAILED_DIR)
+    return found
+
+
+def _unrecorded(folder: Path) -> list[str]:
+    present = report_files(folder)
+    stored = read_run_record(folder)
+    if stored is None:  # a folder left by an older landscape keeps at least its notebook
+        return [] if (folder / "notebook.ipynb").is_file() else present
+    recorded = stored.get("files")
+    if not isinstance(recorded, dict):
+        return []  # an older landscape's run folder: all of it is the runner's
+    return [name for name in present if name not in recorded]
 
 
 def _now() -> str:
@@ -769,12 +1449,14 @@ def describe_error(exc: BaseException) -> str:
 
 def summary_table(plan: Plan, results: Sequence[RunResult]) -> str:
     """A plain-text table of a :func:`run_plan` call's results."""
-    counts = {s: sum(r.status == s for r in results) for s in ("succeeded", "failed", "skipped")}
+    statuses = ("succeeded", "failed", "skipped", "interrupted")
+    counts = {s: sum(r.status == s for r in results) for s in statuses}
     total = sum(r.duration for r in results)
     width = max([len(r.name) for r in results] + [3])
+    interrupted = f", {counts['interrupted']} interrupted" if counts["interrupted"] else ""
     lines = [
         f"\nPlan {plan.name}: {counts['succeeded']} succeeded, {counts['failed']} failed, "
-        f"{counts['skipped']} skipped (up to date); {total:.1f} s",
+        f"{counts['skipped']} skipped (up to date){interrupted}; {total:.1f} s",
         f"  {'run':<{width}}  {'status':<22}  {'duration':>9}",
     ]
     for r in results:
@@ -808,7 +1490,7 @@ details.lsc-code[open] > summary { margin-bottom: 2px; }
 {%- set run = resources.landscape_run -%}
 {%- if run -%}
 <div class="lsc-banner">
-<a href="../index.html">&larr; plan {{ run.plan | e }}</a> &middot; run <b>{{ run.name | e }}</b>
+<a href="{{ run.index_href | default('../index.html') }}">&larr; plan {{ run.plan | e }}</a> &middot; run <b>{{ run.name | e }}</b>
 &middot; <span class="lsc-badge lsc-{{ run.status }}">{{ run.status }}</span>
 &middot; {{ '%.1f' | format(run.duration) }} s &middot; {{ run.timestamp }} &middot; landscape {{ run.version }}
 &middot; <a href="notebook.ipynb">notebook.ipynb</a><br>
@@ -833,12 +1515,14 @@ def render_report(
     notebook: str | os.PathLike[str],
     html_path: str | os.PathLike[str],
     run_record: Mapping[str, Any] | None = None,
+    index_href: str = "../index.html",
 ) -> Path:
     """Render an executed notebook to a self-contained HTML page (figures inline, code folded).
 
     Code cells are folded into ``<details>`` ("code", "parameters", "injected parameters"), except
     the cell that raised, which is open. With ``run_record`` (the content of run.json) a banner
-    names the plan, run, status, duration, parameters and error, with links to the index.
+    names the plan, run, status, duration, parameters and error, with a link to the index
+    (``index_href``, relative to the page).
 
     Returns:
         The path written (atomically).
@@ -856,7 +1540,8 @@ def render_report(
         template_file="landscape_report.html.j2",
     )
     nb = nbformat.read(str(notebook), as_version=4)
-    resources = {"landscape_run": dict(run_record) if run_record else None}
+    run = {**run_record, "index_href": index_href} if run_record else None
+    resources = {"landscape_run": run}
     body, _ = exporter.from_notebook_node(nb, resources=resources)
     return write_atomic(html_path, body)
 
@@ -924,7 +1609,9 @@ _BADGES = {
     "succeeded": ("succeeded", "#2e7d32"),
     "cached": ("up to date (earlier run)", "#558b2f"),
     "failed": ("failed", "#c62828"),
+    "interrupted": ("interrupted", "#6a1b9a"),
     "out of date": ("out of date", "#ef6c00"),
+    "incomplete": ("incomplete", "#ef6c00"),
     "pending": ("pending", "#1565c0"),
     "missing": ("not run", "#757575"),
 }
@@ -946,28 +1633,48 @@ a { color: #0969da; text-decoration: none; } a:hover { text-decoration: underlin
 
 
 class _Index:
-    """The plan's index.html, rewritten (atomically, under a lock) as runs finish."""
+    """The plan's index.html, rewritten (atomically, under a lock) as runs finish.
 
-    def __init__(self, plan: Plan, plan_dir: Path, library: str, selected: Iterable[str]) -> None:
+    A folder that cannot be written (full disk, read-only) is said once through ``warn``; it fails
+    no run.
+    """
+
+    def __init__(
+        self, plan: Plan, plan_dir: Path, library: str, selected: Iterable[str], warn: Any = print
+    ) -> None:
         self.plan = plan
         self.plan_dir = plan_dir
         self.library = library
         self.selected = list(selected)
         self.results: dict[str, RunResult] = {}
         self.lock = threading.Lock()
+        self.warn = warn
+        self.problem: str | None = None
 
     def update(self, result: RunResult) -> None:
         with self.lock:
             self.results[result.name] = result
             self._write()
 
-    def write(self) -> Path:
+    def write(self) -> Path | None:
         with self.lock:
             return self._write()
 
-    def _write(self) -> Path:
+    def settle(self) -> None:
+        """No run is pending any more (after Ctrl-C, runs not started show their state on disk)."""
+        with self.lock:
+            self.selected = [name for name in self.selected if name in self.results]
+
+    def _write(self) -> Path | None:
         pending = [name for name in self.selected if name not in self.results]
-        return write_index(self.plan, self.plan_dir, self.results, self.library, pending)
+        try:
+            return write_index(self.plan, self.plan_dir, self.results, self.library, pending)
+        except OSError as exc:
+            problem = _os_error_line(exc, self.plan_dir / "index.html")
+            if problem != self.problem:
+                self.warn(f"warning: {problem}; the index was not updated.")
+            self.problem = problem
+            return None
 
 
 def write_index(
@@ -1021,51 +1728,81 @@ landscape {html.escape(landscape.__version__)} · plan file <code>{html.escape(s
 def _index_row(
     run: Run, run_dir: Path, result: RunResult | None, library: str, pending: bool
 ) -> tuple[str, str]:
-    """The state shown for a run and its table row."""
-    stored = read_run_record(run_dir) or {}
-    state = (
-        run_state(run, run_dir, fingerprint(run, library)) if run.notebook.is_file() else "missing"
-    )
-    if state == "up to date":
-        state = "succeeded" if result is not None and result.status == "succeeded" else "cached"
-    if pending:
-        state = "pending"
-    label, colour = _BADGES[state]
+    """The state shown for a run and its table row.
+
+    The row shows the last good report (numbers, figure, links); a failed or interrupted latest
+    attempt adds its badge, its error and links to ``<run>/failed/``. With no good report, the row
+    shows the attempt.
+    """
+    state = _index_state(run, run_dir, result, library, pending)
+    attempt_dir = run_dir / FAILED_DIR
+    attempt = read_run_record(attempt_dir)
+    has_attempt = attempt is not None and attempt.get("status") in _UNFINISHED
+    has_good = _is_report(run_dir)
+    shown_dir = attempt_dir if has_attempt and not has_good else run_dir
+    shown = read_run_record(shown_dir) or {}
+    error = result.error if result is not None and result.status in _UNFINISHED else None
+    if state in _UNFINISHED and not error:
+        error = (attempt if has_attempt else shown).get("error")
+
     name = html.escape(run.name)
-    link = (
-        f'<a href="{name}/report.html">{name}</a>' if (run_dir / "report.html").is_file() else name
-    )
-    links = (
-        [f'<a href="{name}/notebook.ipynb">notebook.ipynb</a>']
-        if (run_dir / "notebook.ipynb").is_file()
-        else []
-    )
-    used = stored.get("parameters", run.parameters)  # what produced the results shown
-    first = f"<b>{link}</b><div class='small'>{html.escape(run.notebook.name)}</div>"
-    first += (
-        f"<div class='small'>{html.escape(json.dumps(used, default=str))}</div>" if used else ""
-    )
+    href = html.escape(shown_dir.relative_to(run_dir.parent).as_posix())
+    link = f'<a href="{href}/report.html">{name}</a>'
+    first = f"<b>{link if (shown_dir / 'report.html').is_file() else name}</b>"
+    first += f"<div class='small'>{html.escape(run.notebook.name)}</div>"
+    used = shown.get("parameters", run.parameters)  # what produced the results shown
+    if used:
+        first += f"<div class='small'>{html.escape(json.dumps(used, default=str))}</div>"
     if used != to_json(run.parameters):
         now = html.escape(json.dumps(run.parameters, default=str))
         first += f"<div class='small'>plan now: {now}</div>"
+    links = _file_links(href, shown_dir, ("notebook.ipynb",))
+    if has_attempt and has_good:
+        kind = html.escape(str(attempt["status"]))  # type: ignore[index]
+        files = _file_links(f"{name}/{FAILED_DIR}", attempt_dir, ("notebook.ipynb", "report.html"))
+        links += [f"{kind} attempt: {' · '.join(files)}"] if files else []
     first += f"<div class='small'>{' · '.join(links)}</div>" if links else ""
+
+    label, colour = _BADGES[state]
     status = f'<span class="badge" style="background:{colour}">{html.escape(label)}</span>'
-    if _when(stored):
-        status += f"<div class='small'>{_when(stored)}</div>"
-    duration = (
-        f"{stored['duration']:.1f} s" if isinstance(stored.get("duration"), int | float) else "–"
-    )
-    numbers = _numbers_cell(_read_json(run_dir / "results.json") or {})
-    if state == "failed" and stored.get("error"):
-        numbers += f'<pre class="error">{html.escape(str(stored["error"]))}</pre>'
+    if _when(shown):
+        status += f"<div class='small'>{_when(shown)}</div>"
+    if has_good and state in _UNFINISHED:
+        status += "<div class='small'>showing the last good report</div>"
+    duration = shown.get("duration")
+    duration = f"{duration:.1f} s" if isinstance(duration, int | float) else "–"
+    numbers = _numbers_cell(_read_json(shown_dir / "results.json") or {})
+    if error:
+        numbers += f'<pre class="error">{html.escape(str(error))}</pre>'
     thumb = ""
-    if (run_dir / "thumb.png").is_file():
-        thumb = f'<a href="{name}/report.html"><img src="{name}/thumb.png" alt="first figure of {name}" loading="lazy"></a>'
+    if (shown_dir / "thumb.png").is_file():
+        image = f'<img src="{href}/thumb.png" alt="first figure of {name}" loading="lazy">'
+        thumb = f'<a href="{href}/report.html">{image}</a>'
     row = (
         f"<tr id='{name}'><td>{first}</td><td>{status}</td><td>{duration}</td>"
         f"<td class='num'>{numbers}</td><td class='thumb'>{thumb}</td></tr>\n"
     )
     return state, row
+
+
+def _index_state(
+    run: Run, run_dir: Path, result: RunResult | None, library: str, pending: bool
+) -> str:
+    """The key of :data:`_BADGES` for a run: this call's outcome, else its state on disk."""
+    if pending:
+        return "pending"
+    if result is not None and result.status in _UNFINISHED:
+        return result.status  # what happened now, even where nothing could be written
+    if not run.notebook.is_file():
+        return "missing"
+    state = run_state(run, run_dir, fingerprint(run, library))
+    if state == "up to date":
+        return "succeeded" if result is not None and result.status == "succeeded" else "cached"
+    return state
+
+
+def _file_links(href: str, folder: Path, files: Iterable[str]) -> list[str]:
+    return [f'<a href="{href}/{f}">{f}</a>' for f in files if (folder / f).is_file()]
 
 
 def _numbers_cell(results: Mapping[str, Any]) -> str:
@@ -1094,14 +1831,17 @@ def describe_plan(
     for run in plan.runs:
         run_dir = plan_dir / run.name
         state = run_state(run, run_dir, fingerprint(run, library))
-        stored = read_run_record(run_dir) or {}
+        stored = read_run_record(run_dir / FAILED_DIR) if state in _UNFINISHED else None
+        stored = stored or read_run_record(run_dir) or {}
         when = f" ({_when(stored)})" if _when(stored) else ""
         params = json.dumps(run.parameters, default=str)
         lines.append(
             f"  {run.name:<{width}}  {state:<11}{when}  {_relative(run.notebook)}  {params}"
         )
-        if state == "failed" and stored.get("error"):
-            lines.append(f"  {'':<{width}}  {stored['error'].splitlines()[0]}")
+        if state in _UNFINISHED and stored.get("error"):
+            lines.append(f"  {'':<{width}}  {str(stored['error']).splitlines()[0]}")
+        if state == "incomplete":
+            lines.append(f"  {'':<{width}}  {incomplete_reason(run_dir)}")
     return "\n".join(lines)
 
 
