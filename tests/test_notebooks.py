@@ -172,6 +172,38 @@ def test_a_bad_parameter_stops_a_notebook_with_a_clear_message(tmp_path):
     assert error.value.ename == "ValueError" and "dataset='imagenet'" in error.value.evalue
 
 
+def test_a_misspelt_parameter_is_refused_before_any_work(tmp_path):
+    # papermill itself only warns and runs the default; the validation cell must refuse the name
+    with pytest.raises(papermill.PapermillExecutionError) as error:
+        _execute("07_sufficiency", tmp_path, {"sigmaa": 0.2, "output_dir": str(tmp_path)})
+    assert error.value.ename == "ValueError"
+    assert "'sigmaa' (did you mean 'sigma'?)" in error.value.evalue
+    assert error.value.exec_count == 3  # parameters, injected, validation: before any training
+
+
+@pytest.mark.parametrize(
+    ("name", "parameters", "message"),
+    [
+        ("01_theorem", {"k_max": 50, "fit_k_min": 60}, "fit_k_min=60 leaves fewer than 3 prefixes"),
+        ("03_sampling", {"k_max": 50, "grid_ks": [2, 80]}, "grid_ks[1]=80 is larger than K = 50"),
+        (
+            "04_hessian_subspace",
+            {"large_k_fraction": 1.5},
+            "large_k_fraction=1.5 must be a number in (0, 1)",
+        ),
+        ("06_architectures", {"k_max": 100, "k_ref": 150}, "k_ref=150"),
+        ("07_sufficiency", {"fit_k_min": 5000}, "fit_k_min=5000 leaves fewer than 3 prefixes"),
+    ],
+)
+def test_prefix_sizes_are_checked_before_training(name, parameters, message, tmp_path):
+    with pytest.raises(papermill.PapermillExecutionError) as error:
+        _execute(name, tmp_path, {**parameters, "output_dir": str(tmp_path), "device": "cpu"})
+    assert error.value.ename == "ValueError" and message in error.value.evalue
+    assert (
+        error.value.exec_count <= 4
+    )  # validation or set-up cell, whose prepare() checks before training
+
+
 def _execute(name, tmp_path, parameters):
     """Run one notebook under papermill, from the notebooks folder, into tmp_path."""
     papermill.execute_notebook(
