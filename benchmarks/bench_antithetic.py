@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from landscape import delta
+from landscape import delta, prefix
 
 from ._common import sizes, trained
 from ._timing import Row
@@ -26,7 +26,7 @@ SIGMAS = (0.001, 0.1)
 def run(quick: bool) -> list[Row]:
     prob = trained().problem
     draws = 256 if quick else 1024
-    gap_sq = delta.prefix_differences(prob.per_sample_losses(prob.center).to(torch.float64))
+    gap_sq = prefix.differences(prob.per_sample_losses(prob.center).to(torch.float64))
     gap_sq = gap_sq.square().cpu().numpy()
     rows = []
     for sigma in SIGMAS:

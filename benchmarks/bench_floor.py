@@ -61,7 +61,7 @@ def _auto_choice(setup, draws: int) -> str:
     prob = setup.problem
     fresh = Problem(setup.net, prob.X, prob.y, device=prob.device, dtype=prob.dtype)
     delta.monte_carlo(fresh, SIGMA, draws, progress=False)
-    return fresh.strategy + (f" of {fresh._vmap_draws}" if fresh.strategy == "vmap" else "")
+    return fresh.strategy + (f" of {fresh.vmap_draws}" if fresh.strategy == "vmap" else "")
 
 
 def _case(label: str, setup, draws: int, repeats: int) -> Row:

@@ -25,8 +25,10 @@ import numpy as np
 import torch
 
 from landscape import curvature
-from landscape.curvature import DifferenceTerms, _PrefixTerms, per_sample_grads_and_hvps
+from landscape.curvature import DifferenceTerms, per_sample_grads_and_hvps
+from landscape.prefix import RunningDifferences
 from landscape.problem import Problem
+from landscape.routes import hvp_bytes
 
 from ._common import sizes, trained
 from ._timing import Row, interleaved, peak_memory
@@ -36,14 +38,12 @@ M = 64  # probes of the baseline and of the default
 
 def hvp_hutchinson(prob: Problem, probes: int, seed: int = 0) -> DifferenceTerms:
     """The baseline: Tr M_k² = mean_p ‖M_k v_p‖² from per-sample HVPs (n, m, N) in chunks."""
-    V = curvature._rademacher(prob, probes, seed)
+    V = curvature.rademacher(prob, probes, seed)
     traces, _ = curvature.per_sample_hessian_traces(prob, backend="backpack")
-    samples, _ = curvature._hvp_chunks(prob, probes)
-    prefix = _PrefixTerms()
-    for i in range(0, prob.num_samples, samples):
-        X, y = prob.X[i : i + samples], prob.y[i : i + samples]
+    prefix = RunningDifferences()
+    for rows, X, y in prob.batches(hvp_bytes(prob, probes)[0]):
         losses, grads, U = per_sample_grads_and_hvps(prob, X, y, V)
-        diffs, k = prefix.differences(loss=losses, grad=grads, hv=U, trace=traces[i : i + len(X)])
+        diffs, k = prefix.differences(loss=losses, grad=grads, hv=U, trace=traces[rows])
         sq = diffs["hv"].square().sum(2)  # ‖M_k v_p‖²
         prefix.keep(
             k,

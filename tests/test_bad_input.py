@@ -62,10 +62,11 @@ def test_problem_refuses_non_finite_inputs(bad):
 
 
 def test_problem_refuses_inputs_the_network_cannot_take():
+    generator = torch.Generator().manual_seed(0)
     with pytest.raises(ValueError, match=r"X of shape \(12, 7\).*Linear takes 4 features"):
-        _problem(X=torch.randn(12, 7, dtype=torch.float64))
+        _problem(X=torch.randn(12, 7, generator=generator, dtype=torch.float64))
     with pytest.raises(ValueError, match="X has dtype torch.int64.*floating"):
-        _problem(X=torch.randint(0, 5, (12, 4)))
+        _problem(X=torch.randint(0, 5, (12, 4), generator=generator))
 
 
 def test_problem_dtype_takes_names_and_refuses_others():
@@ -295,11 +296,11 @@ def test_a_directory_in_place_of_a_model_cache_entry_is_named(digits, tmp_path):
 def test_learning_curve_arguments(tmp_path):
     setup = experiment.prepare(epochs=1, cache_dir=tmp_path, **_TINY)
     with pytest.raises(ValueError, match="ks\\[0\\]=20.5 must be an integer"):
-        sufficiency.learning_curve(setup, [20.5], cache_dir=None)
+        experiment.learning_curve(setup, [20.5], cache_dir=None)
     with pytest.raises(ValueError, match="seeds\\[0\\]='a'"):
-        sufficiency.learning_curve(setup, [20], seeds=["a"], cache_dir=None)
+        experiment.learning_curve(setup, [20], seeds=["a"], cache_dir=None)
     with pytest.raises(ValueError, match="min_steps=-1"):
-        sufficiency.learning_curve(setup, [20], min_steps=-1, cache_dir=None)
+        experiment.learning_curve(setup, [20], min_steps=-1, cache_dir=None)
 
 
 # -- data sets ----------------------------------------------------------------------------------------

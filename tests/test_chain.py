@@ -1,11 +1,13 @@
 """The chain route of projected derivatives against brute force (float64, tiny networks)."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from landscape import chain, curvature, directions, models
+from landscape import chain, curvature, directions, models, routes
 from landscape.directions import Subspace
 from landscape.problem import Problem
 
@@ -139,7 +141,7 @@ def test_chain_equals_brute_force(case):
     supported, why = chain.support(prob)
     assert supported, why
     P = directions.random(prob, 3, kind="gaussian", seed=2).basis
-    raw = chain._derivatives(prob, prob.X, prob.y, P)
+    raw = chain.chain_derivatives(prob, prob.X, prob.y, P, symmetrise=False)
     losses, G, B = chain.chain_derivatives(prob, prob.X, prob.y, P)
     reference = _brute_force(prob, P)
     for actual, expected in zip((losses, G, B), reference):
@@ -208,8 +210,7 @@ def test_what_is_not_a_chain_is_refused_with_the_reason(make, reason):
 
 
 @pytest.mark.parametrize("forward_max_dim", [16, 0], ids=["forward", "hvp"])
-def test_a_network_that_is_not_a_chain_falls_back_and_says_so(forward_max_dim, monkeypatch):
-    monkeypatch.setattr(curvature, "FORWARD_MAX_DIM", forward_max_dim)
+def test_a_network_that_is_not_a_chain_falls_back_and_says_so(forward_max_dim):
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(4, 5), _Residual(), nn.Linear(5, 3)).double().eval()
     generator = torch.Generator().manual_seed(1)
@@ -217,12 +218,48 @@ def test_a_network_that_is_not_a_chain_falls_back_and_says_so(forward_max_dim, m
     prob = Problem(net, X, torch.arange(6) % 3, dtype=torch.float64, device="cpu")
     sub = directions.random(prob, 3, seed=1)
     route = "forward" if forward_max_dim else "hvp"
-    assert curvature.projected_route(prob, 3)[0] == route
-    terms = curvature.difference_terms(prob, sub, progress=False)
+    assert curvature.projected_route(prob, 3, forward_max_dim=forward_max_dim)[0] == route
+    terms = curvature.difference_terms(prob, sub, progress=False, forward_max_dim=forward_max_dim)
     assert any(f"'{route}' route" in note and "not a chain" in note for note in terms.notes)
-    result = curvature.projected_derivatives(prob, prob.X, prob.y, sub.basis)
+    result = curvature.projected_derivatives(prob, prob.X, prob.y, sub.basis, route=route)
     for actual, expected in zip(result, _brute_force(prob, sub.basis)):
         _close(actual, expected)
+
+
+@pytest.mark.parametrize(
+    ("case", "grads_by", "traces_by"),
+    [
+        ("mlp-tanh", "backpack", "backpack"),
+        ("tied-weights", "torch.func", "torch.func"),  # AttributeError in BackPACK's hooks
+        ("nested", "torch.func", "torch.func"),  # RuntimeError: in-place ReLU under its hooks
+        ("layer-group-norm", "torch.func", "torch.func"),  # no grad_batch; NotImplementedError
+        ("residual", "backpack", "torch.func"),  # AssertionError in second-order extensions
+        ("cnn1d-tanh", "backpack", "torch.func"),  # RuntimeError: float32 buffers in float64
+    ],
+)
+def test_backpack_falls_back_where_it_cannot_and_says_so(case, grads_by, traces_by):
+    """Every way BackPACK says "not this network" ends in the torch.func route with a warning (or
+    in BackpackUnsupported when BackPACK was asked for), with the same numbers."""
+    if case == "residual":
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Linear(4, 5), _Residual(), nn.Linear(5, 3)).double().eval()
+        X = torch.randn(5, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        prob = Problem(net, X, torch.arange(5) % 3, dtype=torch.float64, device="cpu")
+    else:
+        prob = _problem(case)
+    computes = (curvature.per_sample_gradients, curvature.per_sample_hessian_traces)
+    for compute, expected in zip(computes, (grads_by, traces_by)):
+        reference, _ = compute(prob, backend="torch.func")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            values, backend = compute(prob)
+        assert backend == expected
+        said = [str(w.message) for w in caught if "BackPACK" in str(w.message)]
+        assert bool(said) == (expected == "torch.func"), said
+        _close(values, reference)
+        if expected == "torch.func":
+            with pytest.raises(curvature.BackpackUnsupported, match="BackPACK cannot"):
+                compute(prob, backend="backpack")
 
 
 def test_every_route_gives_the_same_numbers(tiny_problem):
@@ -246,20 +283,22 @@ def test_chunks_over_samples_give_the_same_numbers(tiny_problem):
     )  # fmt: skip
     P = directions.random(tiny_problem, 8, seed=0).basis
     for route in ("chain", "hvp"):
-        assert curvature._projected_chunks(small, route, 8)[0] < small.num_samples
+        assert small.batch_size(routes.route_bytes(small, route, 8)[0]) < small.num_samples
         a = curvature.projected_derivatives(tiny_problem, small.X, small.y, P, route=route)
         b = curvature.projected_derivatives(small, small.X, small.y, P, route=route)
         for actual, expected in zip(b, a):
             _close(actual, expected, rtol=1e-14)
 
 
-def test_dispatch_rule(tiny_problem, monkeypatch):
+def test_dispatch_rule(tiny_problem):
     assert curvature.projected_route(tiny_problem, 200)[0] == "chain"
-    monkeypatch.setattr(curvature, "CHAIN_MAX_DIM", 4)
-    assert curvature.projected_route(tiny_problem, 4)[0] == "chain"
-    assert curvature.projected_route(tiny_problem, 5)[0] == "forward"
-    route, why = curvature.projected_route(tiny_problem, 17)
-    assert route == "hvp" and "CHAIN_MAX_DIM" in why
+    assert curvature.projected_route(tiny_problem, 4, chain_max_dim=4)[0] == "chain"
+    assert curvature.projected_route(tiny_problem, 5, chain_max_dim=4)[0] == "forward"
+    route, why = curvature.projected_route(tiny_problem, 17, chain_max_dim=4)
+    assert route == "hvp" and "chain_max_dim=4" in why
+    assert (
+        curvature.projected_route(tiny_problem, 5, chain_max_dim=4, forward_max_dim=4)[0] == "hvp"
+    )
 
 
 def test_difference_terms_name_the_chain_route(bn_problem):

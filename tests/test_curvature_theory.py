@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from landscape import curvature, delta, directions, theory
+from landscape import curvature, delta, directions, prefix, routes, theory
 from landscape.directions import Subspace
 from landscape.problem import Problem
 
@@ -46,13 +46,12 @@ def _basis(prob, kind):
 @pytest.mark.parametrize("kind", ["full", "gaussian", "filter"])
 @pytest.mark.parametrize("fixture", ["tiny_problem", "bn_problem"])
 @pytest.mark.parametrize("route", ["chain", "forward", "hvp"])
-def test_terms_equal_the_definition(kind, fixture, route, request, monkeypatch):
+def test_terms_equal_the_definition(kind, fixture, route, request):
     # each subspace route in turn (the full space always takes per-sample HVPs)
-    monkeypatch.setattr(curvature, "CHAIN_MAX_DIM", float("inf") if route == "chain" else 0)
-    monkeypatch.setattr(curvature, "FORWARD_MAX_DIM", 16 if route == "forward" else 0)
     prob = request.getfixturevalue(fixture)
     sub, P = _basis(prob, kind)
-    terms = curvature.difference_terms(prob, sub, progress=False)
+    asked = {} if sub is None else {"route": route}
+    terms = curvature.difference_terms(prob, sub, progress=False, **asked)
     assert terms.method == ("exact" if sub is None else "subspace")
     if sub is not None:
         assert any(f"'{route}' route" in note for note in terms.notes), terms.notes
@@ -66,7 +65,8 @@ def test_terms_equal_the_definition(kind, fixture, route, request, monkeypatch):
 def test_terms_are_the_same_in_small_chunks(tiny_problem):
     X, y = tiny_problem.X, tiny_problem.y
     small = Problem(tiny_problem.model, X, y, dtype=torch.float64, device="cpu", max_memory=1500)
-    assert curvature._hvp_chunks(small, small.num_params)[0] < small.num_samples
+    per_sample, _ = routes.hvp_bytes(small, small.num_params, block=small.num_params**2)
+    assert small.batch_size(per_sample) < small.num_samples
     a = curvature.difference_terms(tiny_problem, progress=False)
     b = curvature.difference_terms(small, progress=False)
     for name in TERMS:
@@ -148,7 +148,9 @@ def test_probe_pair_frobenius_is_unbiased_and_its_stderr_covers(deflated):
 def test_hutchinson_is_unbiased_within_its_standard_error(fixture, deflate, request):
     prob = request.getfixturevalue(fixture)
     brute = _brute_force_terms(prob, torch.eye(prob.num_params, dtype=torch.float64))
-    z_sq, z_trace = [], []
+    sigmas = (0.1, 1.0)
+    exact = {s: theory.complete_form(*(brute[name] for name in TERMS), s) for s in sigmas}
+    z_sq, z_trace, z_predict = [], [], []
     for seed in range(24):
         est = curvature.difference_terms(
             prob, method="hutchinson", probes=32, deflate=deflate, seed=seed, progress=False
@@ -158,13 +160,15 @@ def test_hutchinson_is_unbiased_within_its_standard_error(fixture, deflate, requ
         np.testing.assert_allclose(est.grad_sq, brute["grad_sq"], rtol=1e-10)
         assert np.all(est.trace_sq_stderr > 0)
         z_sq.append((est.trace_sq - brute["trace_sq"]) / est.trace_sq_stderr)
+        # the closed form predicted from stochastic terms carries their error (first order)
+        z_predict += [(est.predict(s) - exact[s]) / est.predict_stderr(s) for s in sigmas]
         if fixture == "tiny_problem":  # exact from BackPACK
             np.testing.assert_allclose(est.trace, brute["trace"], rtol=1e-10)
             assert np.all(est.trace_stderr == 0)
         else:  # batch-norm: BackPACK cannot, the probes estimate it
             assert any("estimated from the probes" in note for note in est.notes)
             z_trace.append((est.trace - brute["trace"]) / est.trace_stderr)
-    for z in (np.array(z_sq), np.array(z_trace)):
+    for z in (np.array(z_sq), np.array(z_trace), np.array(z_predict)):
         if z.size:
             # 24 independent seeds: the mean z-score has standard deviation ≈ 1/√24 at each k
             assert np.abs(z.mean(0)).max() < 4 / 24**0.5, z.mean(0)
@@ -178,7 +182,7 @@ def test_hutchinson_shares_its_probes_across_k_and_chunks(tiny_problem):
     X, y = tiny_problem.X, tiny_problem.y
     shorter = Problem(tiny_problem.model, X[:7], y[:7], dtype=torch.float64, device="cpu")
     chunked = Problem(tiny_problem.model, X, y, dtype=torch.float64, device="cpu", max_memory=2000)
-    assert curvature._projected_chunk(chunked, 8) < chunked.num_samples
+    assert chunked.batch_size(routes.hvp_bytes(chunked, 1, block=8**2)[0]) < chunked.num_samples
 
     def run(prob, deflate=0):
         return curvature.difference_terms(
@@ -236,9 +240,7 @@ def test_complete_form_is_exact_for_a_quadratic_loss(linear_regression, sigma):
     rng = torch.Generator().manual_seed(0)
     for _ in range(3):
         zvec = sigma * torch.randn(linear_regression.num_params, generator=rng, dtype=torch.float64)
-        d = delta.prefix_differences(
-            linear_regression.per_sample_losses(linear_regression.center + zvec)
-        )
+        d = prefix.differences(linear_regression.per_sample_losses(linear_regression.center + zvec))
         brute = _brute_force_terms(
             linear_regression, torch.eye(linear_regression.num_params, dtype=torch.float64)
         )
@@ -256,6 +258,7 @@ def test_complete_form_is_exact_for_a_quadratic_loss(linear_regression, sigma):
 
 def test_predict_and_terms_bad_inputs(tiny_problem):
     terms = curvature.difference_terms(tiny_problem, progress=False)
+    assert np.all(terms.predict_stderr(0.1) == 0)  # exact terms: no error to propagate
     with pytest.raises(ValueError, match="form"):
         terms.predict(0.1, form="full")
     with pytest.raises(ValueError, match="sigma"):
@@ -318,12 +321,22 @@ def test_complete_bound_holds_and_theorem1_fails_at_small_sigma(tiny_problem, si
         assert np.all(curve.value > 100 * theorem1)
 
 
-def test_paper_constant_is_half_the_correct_one():
-    k = np.array([2.0, 10.0])
-    np.testing.assert_allclose(
-        theory.hessian_difference_bound(1.5, k, "paper") * 2,
-        theory.hessian_difference_bound(1.5, k),
-    )
+def test_hessian_difference_bound_holds_and_the_papers_constant_does_not():
+    """‖M_k‖₂² ≤ 4M_H²/k² for any per-sample Hessians with ‖H_i‖₂ ≤ M_H; the paper's 2M_H²/k²
+    fails for H_1 = −M_H·I, H_2 = +M_H·I, where M_2 = (H_2 − H_1)/2 = M_H·I."""
+    M_H, K = 1.5, 40
+    H = np.random.default_rng(0).normal(size=(K, 5, 5))
+    H = H + H.transpose(0, 2, 1)
+    H *= M_H / np.linalg.norm(H, ord=2, axis=(1, 2))[:, None, None]  # every ‖H_i‖₂ = M_H
+    H[0], H[1] = -M_H * np.eye(5), M_H * np.eye(5)
+    k = np.arange(2, K + 1)
+    previous_mean = np.cumsum(H, 0)[:-1] / (k - 1)[:, None, None]  # H̄_{k−1}
+    norm_sq = np.linalg.norm((H[1:] - previous_mean) / k[:, None, None], ord=2, axis=(1, 2)) ** 2
+    corrected = theory.hessian_difference_bound(M_H, k)
+    assert np.all(norm_sq <= corrected * (1 + 1e-12))
+    assert norm_sq[0] == pytest.approx(corrected[0])  # attained at k = 2
+    assert norm_sq[0] > theory.hessian_difference_bound(M_H, k, "paper")[0]
+    # Theorem 1 inherits the constant: σ⁴ d(d+2) M_H² / k²
     np.testing.assert_allclose(theory.theorem1_bound(0.1, 4, 2.0, k), 0.1**4 * 4 * 6 * 4.0 / k**2)
 
 

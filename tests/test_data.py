@@ -51,6 +51,14 @@ def test_digits_normalised_with_train_statistics(digits):
     assert abs(digits.test[0].mean().item()) < 0.1
 
 
+def test_repr_is_a_one_line_summary_not_the_tensors(digits):
+    text = repr(digits)
+    assert text == (
+        "Dataset('digits': 1,347 train + 450 test samples of shape (1, 8, 8), 10 classes)"
+    )
+    assert str(digits) == text
+
+
 def test_digits_is_deterministic(digits):
     again = data.load("digits")
     for a, b in zip((*digits.train, *digits.test), (*again.train, *again.test)):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from landscape import directions, experiment, sufficiency, surface
+from landscape import directions, experiment, models, sufficiency, surface, train
 from landscape.delta import Curve
 
 # -- experiment --------------------------------------------------------------------------------------
@@ -37,6 +37,11 @@ def test_prepare_orders_trains_and_wraps(setup):
     assert setup.problem.dtype == torch.float64
     assert not setup.net.training and 0 <= setup.test_accuracy <= 1
     assert setup.config["k_max"] == 60 and setup.config["n_train"] == 1347
+    assert len(setup.history.train_loss) == 2 and not hasattr(setup.net, "history")
+    assert setup.test_accuracy == setup.history.test_accuracy[-1]
+    text = repr(setup)
+    assert "\n" not in text and len(text) < 160
+    assert "digits" in text and "K = 60 of 1,347" in text and f"{setup.test_accuracy:.3f}" in text
 
 
 @pytest.mark.parametrize(
@@ -72,6 +77,10 @@ def test_surface_grid_equals_pointwise_prefix_losses(setup):
         assert grid.prefix_loss[index, 1, 3] == pytest.approx(float(L_k), rel=1e-10)
         assert grid.difference[index, 1, 3] == pytest.approx(float(L_k - L_prev), rel=1e-8)
     assert grid.loss[1, 3] == pytest.approx(float(losses.mean()), rel=1e-10)
+    # the centre of the grid is w*: there the surface is L_K(w*)
+    assert grid.coords[0][2] == grid.coords[1][2] == 0
+    L_K = float(prob.per_sample_losses(prob.center).mean())
+    assert grid.loss[2, 2] == pytest.approx(L_K, rel=1e-12)
     sigma = 0.3
     density = math.exp(-(a**2 + b**2) / (2 * sigma**2)) / (2 * math.pi * sigma**2)
     assert grid.integrand(sigma)[1, 1, 3] == pytest.approx(
@@ -140,6 +149,13 @@ def test_k_star_extrapolates_and_says_so():
     assert result.estimate == pytest.approx(1e4, rel=0.1)  # 2 k^-2 = 2e-8 at k = 10^4
     assert result.interval[0] < 1e4 < result.interval[1]
     assert "extrapolated" in result.describe()
+    # results print as one-line summaries, not their arrays
+    for obj, head in [
+        (curve, "Curve(Δ_k for k = 2..500"),
+        (result.fit, "RateFit(α = "),
+        (result, "Sufficiency(absolute, ε = 2e-08"),
+    ]:
+        assert repr(obj).startswith(head) and "\n" not in repr(obj) and len(repr(obj)) < 160
 
 
 def test_relative_criterion_divides_by_the_squared_prefix_loss(setup):
@@ -159,14 +175,45 @@ def test_k_star_bad_inputs():
         sufficiency.k_star(curve, 1.0, level=2)
 
 
-def test_learning_curve_trains_on_prefixes(setup, tmp_path):
-    lc = sufficiency.learning_curve(
-        setup, [20, 60], seeds=(0, 1), epochs=1, min_steps=2, cache_dir=tmp_path
+def test_learning_curve_trains_on_prefixes_and_rises_with_k(tmp_path):
+    setup = experiment.prepare(
+        "digits",
+        "mlp",
+        {"depth": 1, "width": 16},
+        epochs=0,
+        lr=1e-2,
+        k_max=60,
+        cache_dir=None,
+        device="cpu",
+        progress=False,
     )
-    assert lc.per_seed_accuracy.shape == (2, 2)
-    assert np.all((lc.accuracy >= 0) & (lc.accuracy <= 1)) and np.all(lc.accuracy_stderr >= 0)
+    lc = experiment.learning_curve(setup, [10, 400], seeds=(0, 1), min_steps=60, cache_dir=tmp_path)
+    accuracy = lc.per_seed_accuracy
+    assert accuracy.shape == (2, 2) and np.all((accuracy >= 0) & (accuracy <= 1))
+    np.testing.assert_allclose(lc.accuracy, accuracy.mean(0))
+    np.testing.assert_allclose(lc.accuracy_stderr, accuracy.std(0, ddof=1) / np.sqrt(2))
+    assert np.all(np.isfinite(lc.loss) & (lc.loss > 0))
+    # forty times the data: clearly better, beyond the spread over seeds
+    assert lc.accuracy[1] - lc.accuracy[0] > 2 * np.hypot(*lc.accuracy_stderr)
+    assert lc.loss[1] < lc.loss[0]
+    # each point is the setup's architecture trained on the prefix D_k (here k = 10, seed 1:
+    # one step per epoch, so 60 epochs for min_steps=60), found again in the cache
+    net = models.build("mlp", setup.dataset.input_shape, 10, seed=1, depth=1, width=16)
+    again = train.fit_with_history(
+        net,
+        setup.dataset,
+        60,
+        lr=1e-2,
+        seed=1,
+        n_train=10,
+        cache_dir=tmp_path,
+        device="cpu",
+        progress=False,
+    )
+    assert again.history.from_cache and again.history.test_accuracy[-1] == accuracy[1, 0]
+    assert repr(lc).startswith("LearningCurve(test accuracy at k = {10: ") and "\n" not in repr(lc)
     with pytest.raises(ValueError, match="ks"):
-        sufficiency.learning_curve(setup, [5000])
+        experiment.learning_curve(setup, [5000])
 
 
 def test_basin_width_of_a_quadratic_bowl():
@@ -186,3 +233,43 @@ def test_basin_width_of_a_quadratic_bowl():
     assert not width.truncated
     assert width.radius == pytest.approx((2 * rise) ** 0.5 / (a * b) ** 0.25, rel=0.01)
     assert bowl.basin_width(100.0).truncated  # the region reaches the edge of the grid
+
+
+def _power_curve(k, alpha, seed=0, draws=400, scale=2.0):
+    rng = np.random.default_rng(seed)
+    samples = scale * k**-alpha * rng.exponential(size=(draws, len(k)))
+    return _curve(k, samples.mean(0), samples.std(0, ddof=1) / np.sqrt(draws), samples)
+
+
+def test_k_star_crossing_in_the_last_tenth_of_the_data_is_not_measured():
+    # 2 k^-2 crosses 2e-5 at k = 316: inside the data (K = 330) but past 90 % of it
+    k = np.arange(2, 331)
+    result = sufficiency.k_star(_power_curve(k, 2.0), 2e-5)
+    assert result.kind != "measured"
+    if result.kind == "extrapolated":
+        assert result.k_star > 0.9 * 330
+    else:
+        assert np.isnan(result.k_star) and result.at_least == pytest.approx(2 + 0.9 * 328)
+
+
+def test_k_star_kinds_inside_beyond_and_never():
+    k = np.arange(2, 1001)
+    inside = sufficiency.k_star(_power_curve(k, 2.0), 1e-4)           # crosses near k = 141
+    assert inside.kind == "measured" and 100 < inside.k_star < 300
+    assert inside.record()["kind"] == "measured" and inside.record()["k"] == inside.k_star
+    beyond = sufficiency.k_star(_power_curve(k, 2.0), 2e-8)           # crosses at k = 10^4
+    assert beyond.kind == "extrapolated" and beyond.k_star > 1000
+    flat = sufficiency.k_star(_power_curve(k, 0.0, scale=1.0), 1e-3)  # never decreases
+    assert flat.kind == "censored" and np.isnan(flat.k_star) and np.isnan(flat.interval).all()
+    assert "may not decrease" in flat.reason and "not before k = 900" in flat.describe()
+    assert flat.record()["kind"] == "censored" and "censored" in repr(flat)
+
+
+def test_a_fit_crossing_inside_data_that_never_settled_is_censored():
+    # the mean falls like 2 k^-2 and crosses 1e-4 at k = 141, but it is so uncertain (stderr 30x
+    # the value) that its upper bound never settles: the data cannot place k*
+    k = np.arange(2, 1001)
+    value = 2.0 * k**-2.0
+    result = sufficiency.k_star(_curve(k, value, 30 * value), 1e-4)
+    assert result.kind == "censored", result
+    assert "inside the data" in result.reason

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from landscape import chain, curvature, directions, hessian
+from landscape import chain, curvature, directions, hessian, routes
 from landscape.directions import Subspace
 from landscape.problem import Problem
 
@@ -236,8 +236,8 @@ def test_stochastic_full_space_terms_are_the_estimator_of_the_true_hessians(name
     terms = curvature.difference_terms(
         prob, method="hutchinson", probes=probes, deflate=deflate, seed=seed, progress=False
     )
-    V = curvature._rademacher(prob, probes, seed)
-    Q = curvature._deflation_basis(prob, deflate, seed, [])
+    V = curvature.rademacher(prob, probes, seed)
+    Q = curvature.deflation_basis(prob, deflate, seed)
     W = torch.cat([Q, V - Q @ (Q.T @ V)], dim=1)
     expected = _brute_force_terms(name, W)
     estimate, stderr = curvature.probe_pair_frobenius(expected["M"], deflate)
@@ -291,13 +291,13 @@ def test_a_wrong_hvp_route_falls_back_to_double_backward(monkeypatch):
     """Where even the per-sample HVPs disagree with double backward (made wrong here), double
     backward computes everything — difference terms, per-sample Hessians, spectral norms — and
     the notes (or a warning) say so."""
-    hvp_route = curvature._PROJECTED["hvp"]
+    hvp_route = routes.PROJECTED["hvp"]
 
     def wrong(*args):
         losses, G, B = hvp_route(*args)
         return losses, G, B * 1.001
 
-    monkeypatch.setitem(curvature._PROJECTED, "hvp", wrong)
+    monkeypatch.setitem(routes.PROJECTED, "hvp", wrong)
     name = "functional-layer-norm"
     prob = _problem(name)
     sub = _basis(prob, 20)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -9,7 +11,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from matplotlib.collections import PolyCollection  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.collections import PolyCollection, QuadMesh  # noqa: E402
+from matplotlib.colors import to_rgb  # noqa: E402
 
 from landscape import plots  # noqa: E402
 
@@ -29,12 +33,44 @@ def _bands(ax) -> list[PolyCollection]:
     return [c for c in ax.collections if isinstance(c, PolyCollection)]
 
 
-def test_use_style_is_idempotent():
-    plots.use_style()
-    first = dict(matplotlib.rcParams)
-    plots.use_style()
-    assert dict(matplotlib.rcParams) == first
-    assert matplotlib.rcParams["figure.dpi"] == 110
+@pytest.fixture
+def default_rc():
+    """matplotlib's own defaults inside the test; the session's rcParams are restored after."""
+    with matplotlib.rc_context():
+        matplotlib.rcdefaults()
+        yield dict(matplotlib.rcParams)
+
+
+def test_importing_plots_leaves_the_global_settings_alone(default_rc):
+    importlib.reload(plots)
+    assert dict(matplotlib.rcParams) == default_rc
+
+
+def test_figures_get_the_style_without_changing_the_global_settings(default_rc):
+    fig, ax = plots.subplots()
+    plots.rate_axes(ax)
+    k = np.arange(2, 20)
+    plots.curve(ax, k, 1.0 / k, stderr=0.1 / k, label="x", color="C1")
+    _draw(fig)  # drawn outside the style: what was made inside keeps it
+    assert dict(matplotlib.rcParams) == default_rc
+    assert tuple(fig.get_size_inches()) == (5.2, 3.6)
+    assert ax.xaxis.get_gridlines()[0].get_visible()  # seaborn's whitegrid
+    assert ax.xaxis.get_major_ticks()[0].label1.get_fontsize() == 9
+    orange = sns.color_palette("colorblind")[1]  # "C1" of the style's palette, line and band alike
+    assert to_rgb(ax.get_lines()[0].get_color()) == pytest.approx(orange)
+    assert to_rgb(_bands(ax)[0].get_facecolor()[0]) == pytest.approx(orange)
+
+
+def test_style_and_use_style_set_what_seaborn_set_theme_sets(default_rc):
+    with matplotlib.rc_context():
+        sns.set_theme(style="whitegrid", palette="colorblind", color_codes=False, rc=plots._RC)
+        theme = dict(matplotlib.rcParams)
+    assert theme != default_rc
+    with plots.style():
+        assert dict(matplotlib.rcParams) == theme
+    assert dict(matplotlib.rcParams) == default_rc
+    plots.use_style()  # the explicit, global switch a notebook may make
+    assert dict(matplotlib.rcParams) == theme
 
 
 def test_rate_curve_with_band_and_reference_slope():
@@ -102,6 +138,23 @@ def test_surface_2d(kind, log):
     assert ax.get_xlabel() and ax.get_ylabel()
     colorbar_axes = [a for a in fig.axes if a is not ax]
     assert colorbar_axes and colorbar_axes[0].get_ylabel() == "L (nats)"
+    blank = (Z <= 0) if log else np.zeros(Z.shape, bool)
+    shown = Z[~blank]
+    if kind == "heatmap":  # every cell is Z[i, j] at (x[j], y[i]), the blanks masked
+        (mesh,) = [c for c in ax.collections if isinstance(c, QuadMesh)]
+        cells = np.ma.asarray(mesh.get_array()).reshape(Z.shape)
+        np.testing.assert_array_equal(np.ma.getmaskarray(cells), blank)
+        np.testing.assert_allclose(cells.compressed(), shown)
+        colours = mesh.norm
+    else:  # the levels cover the values drawn
+        contours = ax.collections[0]
+        assert contours.levels[0] <= shown.min() * (1 + 1e-9)
+        assert contours.levels[-1] >= shown.max() * (1 - 1e-9)
+        colours = contours.norm
+    if log:
+        assert (colours.vmin, colours.vmax) == pytest.approx((shown.min(), shown.max()))
+    (centre,) = [line for line in ax.get_lines() if line.get_marker() == "*"]
+    assert (centre.get_xdata()[0], centre.get_ydata()[0]) == (0, 0)  # w*
 
 
 def test_surface_2d_checks_shape_and_kind():

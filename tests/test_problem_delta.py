@@ -6,9 +6,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from landscape import delta, directions
+from landscape import delta, directions, prefix
 from landscape.directions import Subspace
-from landscape.problem import Problem
+from landscape.problem import Problem, spans
+from landscape.seeding import generator
 
 from conftest import tiny_data, tiny_net
 
@@ -55,8 +56,69 @@ def test_chunking_and_vmap_give_the_same_losses(tiny_problem):
         small = Problem(
             tiny_net(), X, y, dtype=torch.float64, device="cpu", max_memory=200, strategy=strategy
         )
-        assert small.chunk_sizes(7)[1] < 12  # really chunked over samples
+        assert small.batch_size(small.activation_bytes) < 12  # really chunked over samples
         torch.testing.assert_close(small.per_sample_losses(W), reference)
+
+
+def test_a_layer_applied_twice_keeps_its_parameters():
+    """torch 2.14's functional_call leaves a module registered under two names holding the tensors
+    it was called with; the Problem puts its own back, so the loop strategy never writes draws
+    into w* (found when BackPACK's fallback stopped hiding the failed deep copy of such a model)."""
+    torch.manual_seed(0)
+    shared = nn.Linear(5, 5)
+    net = nn.Sequential(nn.Linear(4, 5), shared, nn.Tanh(), shared, nn.Linear(5, 3))
+    X, y = tiny_data()
+    prob = Problem(net.double().eval(), X, y, dtype=torch.float64, device="cpu", strategy="loop")
+    center, at_center = prob.center.clone(), prob.per_sample_losses(prob.center)
+    W = center + 0.1 * torch.randn(3, prob.num_params, generator=generator(0), dtype=torch.float64)
+    prob.sample_losses(W[0], X, y)  # a functional call, as every route makes
+    losses = prob.per_sample_losses(W)
+    assert torch.equal(prob.center, center)
+    torch.testing.assert_close(prob.per_sample_losses(prob.center), at_center)
+    assert all(isinstance(p, nn.Parameter) for p in prob.model.parameters())
+    torch.testing.assert_close(losses[1], prob.sample_losses(W[1], X, y))
+
+
+def test_batches_cover_the_samples_once_in_order():
+    X, y = tiny_data()
+    small = Problem(tiny_net(), X, y, dtype=torch.float64, device="cpu", max_memory=200)
+    size = small.batch_size(small.activation_bytes)
+    assert 1 <= size < small.num_samples
+    batches = list(small.batches(small.activation_bytes))
+    assert [rows for rows, _, _ in batches] == list(spans(small.num_samples, size))
+    assert torch.equal(torch.cat([bX for _, bX, _ in batches]), small.X)
+    assert torch.equal(torch.cat([by for _, _, by in batches]), small.y)
+    index = torch.tensor([5, 0, 7])
+    picked = list(small.batches(small.max_memory, index))  # one sample per batch
+    assert [rows for rows, _, _ in picked] == [slice(0, 1), slice(1, 2), slice(2, 3)]
+    assert torch.equal(torch.cat([bX for _, bX, _ in picked]), small.X[index])
+    assert small.batch_size(0) == small.num_samples  # nothing per sample: one batch
+
+
+def test_auto_strategy_keeps_the_faster_and_says_what_it_measured():
+    X, y = tiny_data()
+    prob = Problem(tiny_net(), X, y, dtype=torch.float64, device="cpu")
+    W = prob.center + 0.1 * torch.randn(
+        8, prob.num_params, generator=generator(0), dtype=torch.float64
+    )
+    losses = prob.per_sample_losses(W)
+    assert prob.strategy in ("loop", "vmap") and "loop (8 draws)" in prob.timings
+    assert (prob.vmap_draws is None) == (prob.strategy == "loop")
+    assert prob.timings[min(prob.timings, key=prob.timings.get)] > 0
+    fixed = Problem(tiny_net(), X, y, dtype=torch.float64, device="cpu", strategy="loop")
+    torch.testing.assert_close(losses, fixed.per_sample_losses(W))
+
+
+def test_prefix_means_and_differences_by_chunks_equal_one_pass():
+    x = torch.randn(11, 3, generator=generator(0), dtype=torch.float64)  # 11 samples, 3 values
+    brute = torch.stack([x[:k].mean(0) for k in range(1, 12)])
+    torch.testing.assert_close(prefix.means(x.T).T, brute, rtol=1e-14, atol=0)
+    torch.testing.assert_close(prefix.differences(x.T).T, brute[1:] - brute[:-1])
+    running = prefix.RunningDifferences()
+    for chunk in x.split(4):
+        diffs, k = running.differences(value=chunk)
+        running.keep(k, first=diffs["value"][:, 0])
+    np.testing.assert_allclose(running.result("first"), prefix.differences(x[:, 0]), rtol=1e-13)
 
 
 def test_problem_bad_inputs_name_the_parameter(tiny_problem):
@@ -147,16 +209,14 @@ def test_subspace_moves_along_every_direction(tiny_problem):
     brute = _brute_force_delta(tiny_problem, _draws(tiny_problem, 0.5, 8, 1, basis))
     np.testing.assert_allclose(curve.value, brute.mean(0), rtol=1e-10)
     at_center = (
-        delta.prefix_differences(tiny_problem.per_sample_losses(tiny_problem.center))
-        .square()
-        .numpy()
+        prefix.differences(tiny_problem.per_sample_losses(tiny_problem.center)).square().numpy()
     )
     assert np.abs(curve.value - at_center).max() > 1e-3 * at_center.max()
 
 
 def test_tiny_sigma_gives_the_squared_gap(tiny_problem):
     curve = delta.monte_carlo(tiny_problem, 1e-7, 4, progress=False)
-    gap = delta.prefix_differences(tiny_problem.per_sample_losses(tiny_problem.center))
+    gap = prefix.differences(tiny_problem.per_sample_losses(tiny_problem.center))
     np.testing.assert_allclose(curve.value, gap.square().numpy(), rtol=1e-5)
 
 

@@ -26,6 +26,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from landscape import __version__, reports
 from landscape.__main__ import main
+from landscape.reports import records
 
 _REAL_LIBRARY_FINGERPRINT = reports.library_fingerprint
 
@@ -91,7 +92,7 @@ def _text(path: Path) -> str:
 def _fixed_library_fingerprint():
     """Edits to lib/landscape elsewhere must not make these runs out of date mid-test."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(reports, "library_fingerprint", lambda: "library under test")
+        patch.setattr(records, "library_fingerprint", lambda: "library under test")
         yield
 
 
@@ -379,7 +380,7 @@ def test_notebook_paths_and_output_root_are_found_from_the_repository(tmp_path, 
 
 
 def test_fingerprint_follows_notebook_parameters_and_library(notebooks, monkeypatch):
-    monkeypatch.setattr(reports, "library_fingerprint", _REAL_LIBRARY_FINGERPRINT)
+    monkeypatch.setattr(records, "library_fingerprint", _REAL_LIBRARY_FINGERPRINT)
     library = reports.library_fingerprint()
     assert len(library) == 64 and library == reports.library_fingerprint()
     notebook = notebooks / "good.ipynb"

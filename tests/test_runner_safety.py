@@ -26,6 +26,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from landscape import reports
 from landscape.__main__ import main
+from landscape.reports import records, render
 
 NAP = (
     "import os, pathlib, time\n"
@@ -61,7 +62,7 @@ def _snapshot(run_dir: Path) -> dict[str, bytes]:
 def _fixed_library_fingerprint():
     """Edits to lib/landscape elsewhere must not make these runs out of date mid-test."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(reports, "library_fingerprint", lambda: "library under test")
+        patch.setattr(records, "library_fingerprint", lambda: "library under test")
         yield
 
 
@@ -304,7 +305,7 @@ def test_a_full_disk_fails_that_run_with_one_line(sleepy, monkeypatch):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         return real(path, data)
 
-    monkeypatch.setattr(reports, "write_atomic", full_disk)
+    monkeypatch.setattr(render, "write_atomic", full_disk)  # report.html is written there
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         results = reports.run_plan(sleepy.fast, force=True, jobs=2, output_root=sleepy.out)

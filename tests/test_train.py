@@ -21,10 +21,10 @@ def net(digits) -> nn.Module:
     return models.build("mlp", digits.input_shape, 10, depth=1, width=32, seed=0)
 
 
-def _fit(net, ds, **kwargs):
+def _fit(net, ds, **kwargs) -> train.Trained:
     options = {"epochs": 2, "lr": 1e-3, "n_train": 400, "progress": False, "device": "cpu"}
     options.update(kwargs)
-    return train.fit(net, ds, **options)
+    return train.fit_with_history(net, ds, **options)
 
 
 def _same_weights(a: nn.Module, b: nn.Module) -> bool:
@@ -46,12 +46,21 @@ def test_training_reduces_the_loss(digits, net):
 def test_returns_an_eval_mode_copy_and_leaves_the_callers_net_alone(digits):
     net = models.build("mlp", digits.input_shape, 10, depth=1, width=16, dropout=0.2, seed=0)
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    trained = _fit(net, digits, epochs=1)
+    trained = _fit(net, digits, epochs=1).net
     assert trained is not net
     assert not trained.training and not any(m.training for m in trained.modules())
     assert net.training  # the caller's mode is untouched too
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
-    assert not hasattr(net, "history")
+
+
+def test_fit_returns_the_same_network_as_fit_with_history_and_attaches_nothing(digits, net):
+    options = {"epochs": 1, "lr": 1e-3, "n_train": 200, "progress": False, "device": "cpu"}
+    plain = train.fit(net, digits, **options)
+    trained = train.fit_with_history(net, digits, **options)
+    assert isinstance(plain, nn.Module) and _same_weights(plain, trained.net)
+    assert not hasattr(plain, "history") and not hasattr(trained.net, "history")
+    assert len(trained.history.test_accuracy) == 1 and not trained.history.from_cache
+    assert "1 epoch" in repr(trained.history) and "Sequential" in repr(trained)
 
 
 def test_same_seed_same_weights_different_seed_different(digits):
@@ -59,8 +68,8 @@ def test_same_seed_same_weights_different_seed_different(digits):
     a = _fit(net, digits, seed=0, epochs=1)
     b = _fit(net, digits, seed=0, epochs=1)
     c = _fit(net, digits, seed=1, epochs=1)
-    assert _same_weights(a, b) and a.history == b.history
-    assert not _same_weights(a, c)
+    assert _same_weights(a.net, b.net) and a.history == b.history
+    assert not _same_weights(a.net, c.net)
 
 
 def test_training_leaves_the_global_rng_alone(digits, net):
@@ -73,7 +82,7 @@ def test_training_leaves_the_global_rng_alone(digits, net):
 
 def test_zero_epochs_returns_the_untrained_copy(digits, net):
     trained = _fit(net, digits, epochs=0)
-    assert _same_weights(trained, net) and not trained.training
+    assert _same_weights(trained.net, net) and not trained.net.training
     assert trained.history == train.History()
 
 
@@ -86,7 +95,7 @@ def test_cache_hit_returns_identical_network_and_history(digits, net, tmp_path):
     second = _fit(net, digits, cache_dir=tmp_path)
     assert time.perf_counter() - start < 1.0
     assert second.history.from_cache is True
-    assert _same_weights(first, second) and not second.training
+    assert _same_weights(first.net, second.net) and not second.net.training
     assert second.history.train_loss == first.history.train_loss
     assert second.history.test_accuracy == first.history.test_accuracy
 
@@ -113,7 +122,7 @@ def test_corrupted_cache_entry_is_detected_and_retrained(digits, net, tmp_path):
     entry.write_bytes(b"\x00garbage" * 10)
     with pytest.warns(RuntimeWarning, match="corrupted"):
         again = _fit(net, digits, cache_dir=tmp_path)
-    assert again.history.from_cache is False and _same_weights(first, again)
+    assert again.history.from_cache is False and _same_weights(first.net, again.net)
     assert _fit(net, digits, cache_dir=tmp_path).history.from_cache is True  # replaced
 
 
@@ -146,7 +155,7 @@ def test_n_train_uses_the_first_samples(digits, net):
     )
     a = _fit(net, digits, n_train=50, epochs=1)
     b = _fit(net, small, epochs=1, n_train=None)
-    assert _same_weights(a, b)
+    assert _same_weights(a.net, b.net)
 
 
 def test_batch_norm_cnn_trains_with_a_single_sample_tail(digits):
@@ -158,7 +167,7 @@ def test_batch_norm_cnn_trains_with_a_single_sample_tail(digits):
 def test_float64_network_trains(digits):
     net = models.build("mlp", digits.input_shape, 10, depth=1, width=8, seed=0).double()
     trained = _fit(net, digits, epochs=1, n_train=200)
-    assert next(trained.parameters()).dtype == torch.float64
+    assert next(trained.net.parameters()).dtype == torch.float64
 
 
 def test_evaluate_restores_the_mode_and_tracks_no_gradients(digits, net):
@@ -203,6 +212,6 @@ def test_cuda_training_is_reproducible_and_cached_on_the_device(digits, tmp_path
     a = _fit(net, digits, device="cuda", cache_dir=tmp_path)
     b = _fit(net, digits, device="cuda")
     c = _fit(net, digits, device="cuda", cache_dir=tmp_path)
-    assert next(a.parameters()).is_cuda and next(c.parameters()).is_cuda
-    assert _same_weights(a, b) and _same_weights(a, c) and c.history.from_cache
+    assert next(a.net.parameters()).is_cuda and next(c.net.parameters()).is_cuda
+    assert _same_weights(a.net, b.net) and _same_weights(a.net, c.net) and c.history.from_cache
     assert not torch.backends.cudnn.deterministic  # the global flag is restored

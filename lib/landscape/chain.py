@@ -7,7 +7,7 @@ B = ∇²φ_i(0) (d, d) of
 
     φ_i(z) = l_i(w* + Pz),
 
-the quantities ``curvature.projected_derivatives`` returns, by forward-over-reverse along the chain
+the quantities ``routes.projected_derivatives`` returns, by forward-over-reverse along the chain
 contracted with the adjoint instead of ``jacfwd(jacfwd)`` over the whole network.
 
 Every parametric layer supported here is *linear in its own parameters jointly* (Linear and ConvNd
@@ -125,29 +125,31 @@ def support(prob: Problem) -> tuple[bool, str]:
 
 
 def chain_derivatives(
-    prob: Problem, X: Tensor, y: Tensor, P: Tensor
+    prob: Problem, X: Tensor, y: Tensor, P: Tensor, *, symmetrise: bool = True
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Losses (n,), projected gradients Pᵀg_i (n, d) and Hessians PᵀH_iP (n, d, d) of samples.
 
     Forward-over-reverse along the chain (see the module docstring), for the samples (X, y) and any
     basis P (N, d), orthonormal or not. The Hessians are symmetrised at the end (before that they
-    are symmetric to rounding). Raises ``ValueError`` where ``support(prob)`` says no. Memory: about
-    (3d + 3) activations of the network per sample; the caller chunks samples.
+    are symmetric to rounding; ``symmetrise=False`` returns them as computed, to measure that).
+    Raises ``ValueError`` where ``support(prob)`` says no. Memory: about (3d + 3) activations of
+    the network per sample; the caller chunks samples.
     """
     ok, why = support(prob)
     if not ok:
         raise ValueError(f"the chain route does not handle this network: {why}")
     losses, G, B = _derivatives(prob, X, y, P)
-    return losses, G, _symmetric(B)
+    return losses, G, symmetric(B) if symmetrise else B
 
 
-def _symmetric(B: Tensor) -> Tensor:
-    """(B + Bᵀ)/2 for a batch of square matrices."""
+def symmetric(B: Tensor) -> Tensor:
+    """(B + Bᵀ)/2 for a batch of square matrices (n, d, d): two products give PᵀH_iP only to
+    rounding, and every route returns it exactly symmetric."""
     return (B + B.transpose(1, 2)).mul_(0.5)
 
 
 def _derivatives(prob: Problem, X: Tensor, y: Tensor, P: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """``chain_derivatives`` without the final symmetrisation (the tests look at the asymmetry)."""
+    """``chain_derivatives`` without the check and the final symmetrisation."""
     n, d = len(X), P.shape[1]
     layers = _layers(prob, P)
     first = next((i for i, layer in enumerate(layers) if layer.dirs is not None), None)

@@ -23,7 +23,6 @@ import json
 import os
 import random
 import struct
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ import torch
 from torch import Tensor
 
 from landscape.checks import check_choice, check_flag, check_folder
+from landscape.files import write_atomic
 
 __all__ = [
     "NAMES",
@@ -76,6 +76,12 @@ class Dataset:
     test: tuple[Tensor, Tensor]
     input_shape: tuple[int, ...]
     num_classes: int
+
+    def __repr__(self) -> str:
+        return (
+            f"Dataset({self.name!r}: {len(self.train[0]):,} train + {len(self.test[0]):,} test "
+            f"samples of shape {self.input_shape}, {self.num_classes} classes)"
+        )
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -214,7 +220,7 @@ def _load_mnist1d(root: str | os.PathLike | None, download: bool) -> _Arrays:
     arrays = _read_npz(path)
     if arrays is None:
         arrays = _generate_mnist1d(args)
-        _write_npz_atomic(path, arrays)
+        write_atomic(path, lambda handle: np.savez(handle, **arrays))
     x_train, y_train = arrays["x"][:, None], arrays["y"]
     x_test, y_test = arrays["x_test"][:, None], arrays["y_test"]
     return _Arrays(x_train, y_train, x_test, y_test, num_classes=10)
@@ -250,21 +256,6 @@ def _read_npz(path: Path) -> dict[str, np.ndarray] | None:
             stacklevel=4,
         )
         return None
-
-
-def _write_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write ``arrays`` to ``path`` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _cache_dir(root: str | os.PathLike | None) -> Path:

@@ -4,7 +4,8 @@
 parameter draw gives d_k(w) = L_k(w) − L_{k−1}(w) = (l_k(w) − L_{k−1}(w)) / k for *every*
 k = 2..K through one cumulative sum; nothing is recomputed per k. Each result carries a standard
 error per k, the count of draws whose losses were not finite, and (optionally) the spread over
-several data orders. Closed forms live in ``curvature``; rate fits in ``theory``.
+several data orders. Prefix means and differences are ``prefix``'s; closed forms live in
+``curvature``, rate fits in ``theory``.
 """
 
 from __future__ import annotations
@@ -16,16 +17,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from . import theory
 from .checks import check_flag, check_fraction, check_int, check_positive, check_seed
 from .directions import Subspace, check_subspace
-from .problem import Problem, check_problem
-
-#: Per-draw values are kept for bootstrap intervals while they take at most this many floats.
-MAX_KEPT_SAMPLES = 20_000_000
-
-#: Parameter vectors handed to ``Problem.per_sample_losses`` per call, at most (fewer calls cost
-#: less bookkeeping; the Problem splits them further into its own fastest chunks).
-DRAWS_PER_CALL = 256
+from .prefix import differences as prefix_differences
+from .problem import Problem, check_problem, spans
+from .progress import bar
+from .seeding import generator
 
 
 @dataclass(frozen=True, eq=False)
@@ -59,6 +57,17 @@ class Curve:
     samples: np.ndarray | None = None
     antithetic: bool = False
 
+    def __repr__(self) -> str:
+        if not len(self.k):
+            return f"Curve(empty, σ = {self.sigma:g})"
+        first, last = int(self.k[0]), int(self.k[-1])
+        orders = f" × {self.orders} orders" if self.orders > 1 else ""
+        return (
+            f"Curve(Δ_k for k = {first}..{last}: σ = {self.sigma:g}, d = {self.dim}, "
+            f"{self.draws} draws{orders}; Δ_{first} = {self.value[0]:.3g}, "
+            f"Δ_{last} = {self.value[-1]:.3g})"
+        )
+
     def check_finite(self) -> None:
         """Raise a ValueError when no k has a finite estimate (every draw's loss was non-finite)."""
         if np.isfinite(self.value).any():
@@ -88,17 +97,15 @@ class Curve:
         A curve on which every draw gave a non-finite loss has nothing to fit: that is said
         (with σ and the count of draws), rather than asking for another window of k.
         """
-        from .theory import fit_rate
-
         self.check_finite()
-        return fit_rate(
+        return theory.fit_rate(
             self.k,
             self.value,
             k_min=k_min,
             k_max=k_max,
             samples=self.samples,
             stderr=self.stderr,
-            **kwargs,
+            **{"units": "orders" if self.samples is self.per_order else "draws", **kwargs},
         )
 
 
@@ -127,33 +134,17 @@ class PointwiseCurve:
 
     def fit_rate(self, k_min: int = 10, k_max: int | None = None, **kwargs):
         """Fit the mean curve ≈ C k^(−α); theory for the pointwise metric predicts α = 1."""
-        from .theory import fit_rate
-
-        return fit_rate(
-            self.k, self.value, k_min=k_min, k_max=k_max, samples=self.samples, **kwargs
+        return theory.fit_rate(
+            self.k, self.value, k_min=k_min, k_max=k_max, samples=self.samples,
+            **{"units": "orders", **kwargs},
         )
-
-
-def prefix_differences(losses: Tensor) -> Tensor:
-    """d_k = L_k − L_{k−1} = (l_k − L_{k−1}) / k for k = 2..K, from per-sample losses (..., K).
-
-    Uses one cumulative sum; returns (..., K−1) in the input dtype.
-
-    Example:
-        >>> prefix_differences(torch.tensor([1.0, 3.0, 2.0]))
-        tensor([1., 0.])
-    """
-    K = losses.shape[-1]
-    k = torch.arange(2, K + 1, device=losses.device, dtype=losses.dtype)
-    previous_means = losses.cumsum(-1)[..., :-1] / (k - 1)
-    return (losses[..., 1:] - previous_means) / k
 
 
 def order_permutations(num_samples: int, orders: int, seed: int) -> Tensor:
     """``orders`` permutations of range(K): the identity first, then seeded random ones."""
-    generator = torch.Generator().manual_seed(int(seed))
+    shuffle = generator(seed)
     perms = [torch.arange(num_samples)]
-    perms += [torch.randperm(num_samples, generator=generator) for _ in range(orders - 1)]
+    perms += [torch.randperm(num_samples, generator=shuffle) for _ in range(orders - 1)]
     return torch.stack(perms)
 
 
@@ -168,6 +159,8 @@ def monte_carlo(
     orders: int = 1,
     order_seed: int = 0,
     progress: bool = True,
+    draws_per_call: int = 256,
+    max_kept: int = 20_000_000,
 ) -> Curve:
     """Monte Carlo estimate of Δ_k = E (L_k(w) − L_{k−1}(w))² for every k = 2..K.
 
@@ -189,6 +182,11 @@ def monte_carlo(
         orders: average over this many data orders (the Problem's order first, then random ones
             drawn with ``order_seed``); the per-order curves are kept in ``per_order``.
         progress: show a progress bar over chunks of draws.
+        draws_per_call: parameter vectors handed to ``Problem.per_sample_losses`` per call, at most
+            (fewer calls cost less bookkeeping; the Problem splits them further into its own
+            fastest chunks). Fewer if the per-draw arrays would not fit in ``prob.max_memory``.
+        max_kept: per-draw values of d_k² are kept in ``samples`` (for bootstrap intervals) while
+            they take at most this many floats.
 
     Returns:
         A ``Curve`` with value and standard error for every k.
@@ -200,6 +198,8 @@ def monte_carlo(
     antithetic = check_flag("antithetic", antithetic)
     orders = check_int("orders", orders, low=1)
     order_seed = check_seed("order_seed", order_seed)
+    draws_per_call = check_int("draws_per_call", draws_per_call, low=1)
+    max_kept = check_int("max_kept", max_kept, low=0)
     if antithetic and draws % 2:
         raise ValueError(f"draws={draws} must be even when antithetic=True (pairs ±z).")
     if prob.num_samples < 2:
@@ -208,23 +208,23 @@ def monte_carlo(
     dim = prob.num_params if subspace is None else subspace.dim
 
     perms = order_permutations(prob.num_samples, orders, order_seed).to(prob.device)
-    generator = torch.Generator().manual_seed(int(seed))
+    draw = generator(seed)
     pair = 2 if antithetic else 1
     units = draws // pair
-    keep = units * (prob.num_samples - 1) <= MAX_KEPT_SAMPLES
+    keep = units * (prob.num_samples - 1) <= max_kept
     # draws per call of per_sample_losses (which chunks further for its own memory): as many as
     # keep our per-draw arrays (the step, losses and squared differences over every order) within
-    # the memory budget, at most DRAWS_PER_CALL so the progress bar moves
+    # the memory budget, at most draws_per_call so the progress bar moves
     per_draw = 8 * (prob.num_params + 3 * orders * prob.num_samples)
-    chunk_units = max(1, min(DRAWS_PER_CALL, prob.max_memory // per_draw) // pair)
+    chunk_units = max(1, min(draws_per_call, prob.max_memory // per_draw) // pair)
 
     stats = _RunningMoments(prob.num_samples - 1, orders)
     kept = []
-    bar = _progress(progress, units, "Monte Carlo draws")
-    for start in range(0, units, chunk_units):
-        n = min(chunk_units, units - start)
+    progress_bar = bar(total=units, desc="Monte Carlo draws", unit="draw", enabled=progress)
+    for chunk in spans(units, chunk_units):
+        n = chunk.stop - chunk.start
         z = torch.stack(
-            [torch.randn(dim, generator=generator, dtype=prob.dtype) for _ in range(n)]
+            [torch.randn(dim, generator=draw, dtype=prob.dtype) for _ in range(n)]
         )  # one randn(d) per draw, so the draws do not depend on the chunk sizes
         z = (sigma * z).to(device=prob.device)
         if antithetic:
@@ -238,8 +238,8 @@ def monte_carlo(
         stats.update(sq)
         if keep:
             kept.append(_compact(sq.mean(1).cpu()))
-        bar.update(n)
-    bar.close()
+        progress_bar.update(n)
+    progress_bar.close()
 
     per_order = stats.per_order_mean()
     empty = int((stats.count == 0).sum())
@@ -375,9 +375,3 @@ class _RunningMoments:
     def per_order_mean(self) -> np.ndarray:
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(self.count > 0, self.order_sum / self.count, np.nan)
-
-
-def _progress(enabled: bool, total: int, desc: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="draw", disable=not enabled, leave=False)

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from .checks import check_choice, check_int, check_seed
 from .problem import Problem, check_problem
+from .seeding import generator
 
 _KINDS = ("gaussian", "filter")
 
@@ -145,8 +146,8 @@ def random(prob: Problem, d: int, kind: str = "gaussian", seed: int = 0) -> Subs
     check_problem(prob)
     check_choice("kind", kind, _KINDS)
     d = check_int("d", d, low=1, high=prob.num_params)
-    generator = torch.Generator().manual_seed(check_seed("seed", seed))
-    gaussian = torch.randn(prob.num_params, d, generator=generator, dtype=torch.float64)
+    draw = generator(check_seed("seed", seed))
+    gaussian = torch.randn(prob.num_params, d, generator=draw, dtype=torch.float64)
     if kind == "gaussian":
         basis, _ = torch.linalg.qr(gaussian)
     else:

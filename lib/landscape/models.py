@@ -17,14 +17,13 @@ Configurations of the papers, for reference::
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-import torch
 from torch import nn
 
 from landscape.checks import check_choice, check_int
+from landscape.seeding import seeded
 
 __all__ = ["ACTIVATIONS", "CNN_DEFAULTS", "KINDS", "MLP_DEFAULTS", "PIECEWISE_LINEAR", "build", "kinks"]
 
@@ -117,7 +116,7 @@ def build(
     config = _resolve_config(kind, defaults, cfg)
     shape = _check_shape(kind, input_shape)
     num_classes = check_int("num_classes", num_classes, low=2)
-    with _seeded(config.pop("seed")):
+    with seeded(config.pop("seed")):
         return builder(shape, num_classes, **config)
 
 
@@ -201,17 +200,6 @@ _VALIDATORS: dict[str, Callable[[str, Any, str], Any]] = {
     "activation": _activation,
     "seed": _seed,
 }
-
-
-@contextmanager
-def _seeded(seed: int | None) -> Iterator[None]:
-    """Seed torch's CPU RNG with ``seed`` inside the block and restore it after (None: no-op)."""
-    if seed is None:
-        yield
-        return
-    with torch.random.fork_rng(devices=[]):
-        torch.random.default_generator.manual_seed(seed)
-        yield
 
 
 # --------------------------------------------------------------------------------- builders

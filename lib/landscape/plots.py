@@ -7,6 +7,11 @@ quantity is positive; the clipped edge means "down to zero"), and non-positive v
 of the line rather than drawn at a fake tiny value. Nothing here computes the quantities plotted;
 :func:`savefig` writes PNGs atomically next to a run's results.
 
+The style is applied where figures are made, not at import: every function here draws inside
+:func:`style` (a context that restores the caller's rcParams), so importing this module changes
+no global setting. A notebook that also draws with matplotlib directly calls :func:`use_style`
+once, which makes the style matplotlib's global default.
+
 Example:
     >>> import numpy as np
     >>> from landscape import plots
@@ -22,9 +27,10 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,12 +38,13 @@ import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
+from cycler import cycler
 from matplotlib.axes import Axes
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from landscape.checks import check_choice, check_positive
-from landscape.reports import write_atomic
+from landscape.files import write_atomic
 
 #: Where the sample count is on the x axis.
 K_LABEL = "k (number of samples)"
@@ -61,17 +68,58 @@ _RC = {
 _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
-def use_style() -> None:
-    """Apply the project's figure style (seaborn whitegrid + rcParams); calling it again is harmless.
+@functools.cache
+def _style_rc() -> dict[str, Any]:
+    """The style's rcParams: seaborn's "notebook" context, "whitegrid" style and "colorblind"
+    palette (what ``sns.set_theme`` would set, without remapping the "b", "g"... colour codes),
+    then :data:`_RC`."""
+    return {
+        **sns.plotting_context("notebook"),
+        **sns.axes_style("whitegrid", rc={"font.family": "sans-serif"}),
+        "axes.prop_cycle": cycler(color=sns.color_palette("colorblind")),
+        **_RC,
+    }
 
-    Called when this module is imported.
+
+def style() -> Any:
+    """A context in which matplotlib draws in the project's style; rcParams are restored on exit.
+
+    Example:
+        >>> with style():
+        ...     fig, ax = subplots()
     """
-    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind", rc=_RC)
+    return mpl.rc_context(_style_rc())
 
 
-use_style()
+def use_style() -> None:
+    """Make the project's style matplotlib's global default, for figures drawn without this module.
+
+    It changes the global rcParams, so a library never calls it; a notebook may, once, after its
+    imports. Calling it again changes nothing more.
+    """
+    mpl.rcParams.update(_style_rc())
 
 
+def _styled(draw: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``draw`` inside :func:`style`."""
+
+    @functools.wraps(draw)
+    def styled(*args: Any, **kwargs: Any) -> Any:
+        with style():
+            return draw(*args, **kwargs)
+
+    return styled
+
+
+def _resolve_color(kw: dict[str, Any]) -> dict[str, Any]:
+    """``kw`` with a "C0"-style colour resolved now, in the style's palette (matplotlib would
+    otherwise resolve it when the figure is drawn, outside :func:`style`)."""
+    if "color" in kw:
+        kw["color"] = mpl.colors.to_rgba(kw["color"])
+    return kw
+
+
+@_styled
 def subplots(nrows: int = 1, ncols: int = 1, **kwargs: Any) -> tuple[Figure, Any]:
     """``plt.subplots`` with panels of the style's size and a constrained layout.
 
@@ -96,6 +144,7 @@ def _floor(values: np.ndarray) -> float:
     return float(positive.min()) / 10 if positive.size else 1e-300
 
 
+@_styled
 def curve(
     ax: Axes,
     k: Sequence[float] | np.ndarray,
@@ -131,7 +180,7 @@ def curve(
         )
     log_y = _is_log(ax)
     shown = np.where(y > 0, y, np.nan) if log_y else y
-    (line,) = ax.plot(x, shown, label=label, **kw)
+    (line,) = ax.plot(x, shown, label=label, **_resolve_color(kw))
     if stderr is not None:
         se = np.asarray(stderr, dtype=float)
         if se.shape != y.shape:
@@ -147,6 +196,7 @@ def curve(
     return ax
 
 
+@_styled
 def rate_axes(ax: Axes, ylabel: str = r"$\Delta_k$", xlabel: str = K_LABEL) -> Axes:
     """Log-log axes for a rate in k, labelled.
 
@@ -171,6 +221,7 @@ def _slope_label(slope: float) -> str:
     return rf"$\propto k^{{{slope:g}}}$"
 
 
+@_styled
 def reference_slope(
     ax: Axes,
     k: Sequence[float] | np.ndarray,
@@ -220,6 +271,7 @@ def _log_norm(zs: np.ndarray, name: str = "Z") -> LogNorm:
     return LogNorm(vmin=float(positive.min()), vmax=float(positive.max()))
 
 
+@_styled
 def surface_2d(
     ax: Axes,
     x: Sequence[float] | np.ndarray,
@@ -286,6 +338,7 @@ def surface_2d(
     return ax
 
 
+@_styled
 def surface_3d(
     fig: Figure,
     x: Sequence[float] | np.ndarray,
@@ -341,6 +394,7 @@ def surface_3d(
     return ax
 
 
+@_styled
 def spectrum(
     ax: Axes,
     eigenvalues: Sequence[float] | np.ndarray,
@@ -377,7 +431,7 @@ def spectrum(
             scale = "linear"
     kw.setdefault("marker", "o")
     kw.setdefault("ms", 3.5)
-    ax.plot(np.arange(1, values.size + 1), values, label=label, **kw)
+    ax.plot(np.arange(1, values.size + 1), values, label=label, **_resolve_color(kw))
     if scale == "symlog":
         nonzero = np.abs(finite[finite != 0])
         top = float(nonzero.max()) if nonzero.size else 1.0
@@ -393,6 +447,7 @@ def spectrum(
     return ax
 
 
+@_styled
 def density(
     ax: Axes,
     grid: Sequence[float] | np.ndarray,
@@ -427,7 +482,7 @@ def density(
     if log:
         ax.set_yscale("log", nonpositive="mask")
         y = np.where(y > 0, y, np.nan)
-    (line,) = ax.plot(x, y, label=label, **kw)
+    (line,) = ax.plot(x, y, label=label, **_resolve_color(kw))
     base = np.nanmin(y) if log and np.isfinite(y).any() else 0.0
     ax.fill_between(
         x, base, y, where=np.isfinite(y), color=line.get_color(), alpha=0.15, linewidth=0
@@ -446,6 +501,7 @@ def _numpy(values: Any) -> Any:
     return values
 
 
+@_styled
 def savefig(fig: Figure, output_dir: str | os.PathLike[str] | None, name: str) -> Path | None:
     """Save ``fig`` as ``<output_dir>/<name>.png`` atomically, beside the run's results.json.
 
@@ -467,6 +523,7 @@ def savefig(fig: Figure, output_dir: str | os.PathLike[str] | None, name: str) -
     return write_atomic(Path(output_dir) / f"{stem}.png", buffer.getvalue())
 
 
+@_styled
 def band(
     ax: Axes,
     k: Sequence[float] | np.ndarray,
@@ -508,6 +565,7 @@ def band(
     return ax
 
 
+@_styled
 def sufficiency(
     ax: Axes,
     result: Any,
@@ -532,6 +590,7 @@ def sufficiency(
     Returns:
         ``ax``.
     """
+    color = mpl.colors.to_rgba(color)
     eps = float(result.epsilon)
     ax.axhline(eps, color=color, ls=":", lw=1.2, label=f"ε = {eps:.3g}")
     k_star = float(result.k_star)
@@ -548,5 +607,9 @@ def sufficiency(
         low, high = result.interval
         if np.isfinite(low) and np.isfinite(high) and high > low:
             ax.axvspan(low, high, color=color, alpha=0.1, linewidth=0)
+    elif getattr(result, "kind", "") == "censored":
+        # the data only say k* lies beyond this point: shade from there to the end
+        ax.axvspan(result.at_least, k_last, color=color, alpha=0.08, linewidth=0,
+                   label=f"k* > {result.at_least:,.0f} (censored)")
     ax.legend()
     return ax

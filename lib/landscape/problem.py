@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -26,6 +26,8 @@ from .checks import (
     check_network_input,
     resolve_device,
 )
+from .progress import bar
+from .strategy import STRATEGIES, Strategy, draws_per_chunk, fastest
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -44,8 +46,6 @@ LOSSES: dict[str, LossFn] = {"cross_entropy": _cross_entropy, "mse": _squared_er
 
 #: Layers whose training mode makes the loss random or batch-dependent.
 _STOCHASTIC_IN_TRAINING = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
-
-_STRATEGIES = ("auto", "loop", "vmap")
 
 
 class Problem:
@@ -99,7 +99,7 @@ class Problem:
         dtype: torch.dtype | None = None,
         device: str | torch.device | None = "auto",
         max_memory: int = 256 * 2**20,
-        strategy: str = "auto",
+        strategy: Strategy = "auto",
     ) -> None:
         if not isinstance(net, nn.Module):
             raise ValueError(f"net must be a torch.nn.Module, got {type(net).__name__}.")
@@ -113,7 +113,7 @@ class Problem:
         check_int("number of samples (len(X))", len(X), low=1)
         self.loss_name = check_choice("loss", loss, LOSSES)
         self.max_memory = check_int("max_memory", max_memory, low=1)
-        self.strategy = check_choice("strategy", strategy, _STRATEGIES)
+        self.strategy = check_choice("strategy", strategy, STRATEGIES)
         self.device = resolve_device(device)
         params = list(net.parameters())
         if not params:
@@ -134,6 +134,8 @@ class Problem:
         self.shapes = [p.shape for _, p in model.named_parameters()]
         self.numels = [p.numel() for _, p in model.named_parameters()]
         self.buffers = {name: b for name, b in model.named_buffers()}
+        #: modules registered under more than one name (a layer applied twice: tied weights)
+        self.repeated = _repeated_modules(model)
         self.center = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).clone()
 
         self.X = X.to(device=self.device, dtype=self.dtype if X.is_floating_point() else X.dtype)
@@ -141,8 +143,9 @@ class Problem:
         self.y = _check_targets(y, output, loss).to(device=self.device)
         if loss == "mse":
             self.y = self.y.to(self.dtype)
-        self._bytes_per_sample = _activation_bytes(model, self.X[:1])
-        self._vmap_draws: int | None = None  # fastest vmap chunk, measured by strategy="auto"
+        #: bytes of one sample's forward activations (an upper estimate with a 2× margin)
+        self.activation_bytes = _activation_bytes(model, self.X[:1])
+        self.vmap_draws: int | None = None  # fastest vmap chunk, measured by strategy="auto"
         self.timings: dict[str, float] = {}  # seconds per draw measured by strategy="auto"
         self._check_deterministic()
 
@@ -193,7 +196,21 @@ class Problem:
 
     def output(self, w: Tensor, X: Tensor) -> Tensor:
         """Network outputs at the flat parameter vector ``w`` (N,) for inputs ``X``."""
-        return functional_call(self.model, (self.unflatten(w), self.buffers), (X,))
+        if not self.repeated:
+            return functional_call(self.model, (self.unflatten(w), self.buffers), (X,))
+        # torch 2.14's functional_call swaps the tensors of a module registered under two names
+        # twice and restores them once, leaving it holding views of ``w`` (the loop strategy would
+        # then write draws into w*): put its own parameters and buffers back.
+        kept = [
+            (m, [*m.named_parameters(recurse=False), *m.named_buffers(recurse=False)])
+            for m in self.repeated
+        ]
+        try:
+            return functional_call(self.model, (self.unflatten(w), self.buffers), (X,))
+        finally:
+            for module, tensors in kept:
+                for name, tensor in tensors:
+                    setattr(module, name, tensor)
 
     def sample_losses(self, w: Tensor, X: Tensor, y: Tensor) -> Tensor:
         """Per-sample losses at one flat vector ``w`` (N,) for given samples; differentiable."""
@@ -210,7 +227,7 @@ class Problem:
         Forward over reverse (``jvp`` of ``grad``), the per-sample HVP every route builds on:
         vmap it over samples, vectors, or both. It is nested torch.func differentiation too, which
         torch 2.14 gets wrong through some layers: the curvature routes prove it against plain
-        double backward on each network before they use it (``curvature.proven_route``).
+        double backward on each network before they use it (``routes.proven_route``).
         """
         gradient = grad(self.sample_loss)
         return jvp(lambda u: gradient(u, x, t), (self.center,), (v,))[1]
@@ -219,89 +236,26 @@ class Problem:
         """Per-sample losses l_i(w) for i = 1..K at one vector (N,) -> (K,) or a batch (B, N) -> (B, K).
 
         Functional (the model is never modified), without autograd, chunked over parameter vectors
-        and samples so that no chunk's activations exceed ``max_memory`` bytes.
+        (``strategy.draws_per_chunk``) and samples (``batches``) so that no chunk's activations
+        exceed ``max_memory`` bytes.
         """
         W = self.as_vector(W)
         single = W.ndim == 1
         W = W.reshape(-1, self.num_params)
         if self.strategy == "auto" and len(W) >= 4:
-            self.strategy = self._fastest_strategy(W)
+            self.strategy, self.vmap_draws, self.timings = fastest(self, W)
         out = torch.empty(len(W), self.num_samples, device=self.device, dtype=self.dtype)
-        draw_chunk, sample_chunk = self.chunk_sizes(len(W))
-        starts = range(0, len(W), draw_chunk)
-        if progress:
-            from tqdm.auto import tqdm
-
-            starts = tqdm(starts, desc="draws", unit="chunk", leave=False)
+        draws = draws_per_chunk(self, len(W), self.strategy, self.vmap_draws)
         with torch.no_grad():
-            for b0 in starts:
-                block = W[b0 : b0 + draw_chunk]
-                for k0 in range(0, self.num_samples, sample_chunk):
-                    Xc = self.X[k0 : k0 + sample_chunk]
-                    yc = self.y[k0 : k0 + sample_chunk]
-                    out[b0 : b0 + len(block), k0 : k0 + len(Xc)] = self._losses_block(block, Xc, yc)
+            for block in bar(spans(len(W), draws), desc="draws", unit="chunk", enabled=progress):
+                for rows, X, y in self.batches(self.activation_bytes):
+                    out[block, rows] = self.losses_block(W[block], X, y)
         return out[0] if single else out
 
-    def chunk_sizes(self, draws: int) -> tuple[int, int]:
-        """(draws per chunk, samples per chunk) that keep one chunk within ``max_memory``.
-
-        With the vmap strategy the draws per chunk are also capped by the fastest chunk that
-        ``strategy="auto"`` measured (small chunks whose activations stay in cache can be several
-        times faster per draw than the largest that fits in memory).
-        """
-        per_sample = max(self._bytes_per_sample, 1)
-        samples_fit = max(1, self.max_memory // per_sample)
-        sample_chunk = min(self.num_samples, samples_fit)
-        if self.strategy != "vmap":
-            return min(draws, 64), sample_chunk
-        per_draw = per_sample * sample_chunk + self.num_params * self.dtype.itemsize
-        fit = max(1, self.max_memory // per_draw)
-        return max(1, min(draws, fit, self._vmap_draws or fit)), sample_chunk
-
-    def _fastest_strategy(self, W: Tensor, rounds: int = 2) -> str:
-        """Time the loop and the vmap strategy per draw and return the faster.
-
-        Both run on 8 draws, interleaved, best of ``rounds`` after a warm-up. Where vmap wins and
-        more draws fit in memory, vmap on the largest chunk that fits is timed too, and the faster
-        vmap chunk is kept for later calls (on a CPU small chunks whose activations stay in cache
-        can be several times faster per draw than the largest; on a GPU the largest usually wins).
-        """
-        self.strategy, self._vmap_draws = "vmap", None
-        largest, n = self.chunk_sizes(len(W))
-        small = min(8, largest)
-        times = self._time_per_draw([("loop", 8), ("vmap", small)], W, n, rounds)
-        if times["vmap", small] < times["loop", 8] and largest > small:
-            times |= self._time_per_draw([("vmap", largest)], W, n, rounds)
-        strategy, chunk = min(times, key=times.get)
-        self._vmap_draws = chunk if strategy == "vmap" else None
-        self.timings = {f"{s} ({c} draws)": t for (s, c), t in times.items()}
-        return strategy
-
-    def _time_per_draw(
-        self, candidates: list[tuple[str, int]], W: Tensor, n: int, rounds: int
-    ) -> dict[tuple[str, int], float]:
-        """Seconds per draw of each (strategy, draws per call) on the first ``n`` samples."""
-        import time
-
-        best = dict.fromkeys(candidates, math.inf)
-        X, y = self.X[:n], self.y[:n]
-        for round_ in range(rounds + 1):  # round 0 warms up
-            for strategy, chunk in candidates:
-                self.strategy = strategy
-                block = W[:chunk] if len(W) >= chunk else W[:1].expand(chunk, -1)
-                with torch.no_grad():
-                    start = time.perf_counter()
-                    self._losses_block(block, X, y)
-                    if self.device.type == "cuda":
-                        torch.cuda.synchronize(self.device)
-                seconds = (time.perf_counter() - start) / chunk
-                if round_:
-                    best[strategy, chunk] = min(best[strategy, chunk], seconds)
-        return best
-
-    def _losses_block(self, W: Tensor, X: Tensor, y: Tensor) -> Tensor:
-        """Per-sample losses (len(W), len(X)); called without autograd."""
-        if self.strategy == "vmap":
+    def losses_block(self, W: Tensor, X: Tensor, y: Tensor, strategy: str | None = None) -> Tensor:
+        """Per-sample losses (len(W), len(X)) of the samples (X, y) at the vectors W (B, N), by
+        ``strategy`` ("loop" or "vmap"; None: the Problem's own). Call it without autograd."""
+        if (strategy or self.strategy) == "vmap":
             return vmap(self.sample_losses, in_dims=(0, None, None))(W, X, y)
         # "loop": load each vector into the private copy's parameters and call it plainly (no
         # per-call reparametrisation), then put w* back so every other use sees the centre.
@@ -317,12 +271,38 @@ class Problem:
             for p, piece in zip(params, torch.split(self.center, self.numels)):
                 p.copy_(piece.view_as(p))
 
+    # -- chunks within the memory budget -----------------------------------------------------------
+
+    def batch_size(self, bytes_per_sample: int) -> int:
+        """Samples per batch when each takes ``bytes_per_sample`` bytes: as many as fit in
+        ``max_memory`` (at least 1, at most K)."""
+        return max(1, min(self.num_samples, self.max_memory // max(int(bytes_per_sample), 1)))
+
+    def batches(
+        self, bytes_per_sample: int, index: Tensor | None = None
+    ) -> Iterator[tuple[slice, Tensor, Tensor]]:
+        """The samples in order, in batches that keep ``bytes_per_sample`` per sample within
+        ``max_memory``: ``(rows, X, y)`` with ``rows`` the batch's slice of the samples (or of
+        ``index``, 0-based sample positions to take instead of all K).
+
+        The one chunking primitive of the library: every estimator states what one sample costs
+        it (``activation_bytes`` per forward pass, plus its own per-sample arrays) and loops here.
+
+        Example:
+            >>> [rows for rows, X, y in prob.batches(prob.max_memory // 2)]   # doctest: +SKIP
+            [slice(0, 2, None), slice(2, 4, None), slice(4, 5, None)]
+        """
+        total = self.num_samples if index is None else len(index)
+        for rows in spans(total, self.batch_size(bytes_per_sample)):
+            picked = rows if index is None else index[rows]
+            yield rows, self.X[picked], self.y[picked]
+
     # -- safety ----------------------------------------------------------------------------------
 
     def _check_deterministic(self) -> None:
         """Two evaluations at w* must agree (catches randomness a layer scan cannot see)."""
-        first = self.per_sample_losses(self.center[None])[0, :8]
-        again = self.per_sample_losses(self.center[None])[0, :8]
+        first = self.per_sample_losses(self.center)[:8]
+        again = self.per_sample_losses(self.center)[:8]
         if not torch.equal(first.nan_to_num(), again.nan_to_num()):
             raise ValueError(
                 "net is not deterministic: two evaluations at the same parameters gave different "
@@ -435,6 +415,17 @@ def _refuse_stochastic(net: nn.Module) -> None:
         )
 
 
+def _repeated_modules(model: nn.Module) -> list[nn.Module]:
+    """Modules that occur under more than one name in ``model`` (the same layer applied twice)."""
+    seen: set[int] = set()
+    repeated: list[nn.Module] = []
+    for _, module in model.named_modules(remove_duplicate=False):
+        if id(module) in seen and all(module is not r for r in repeated):
+            repeated.append(module)
+        seen.add(id(module))
+    return repeated
+
+
 def _activation_bytes(model: nn.Module, x: Tensor) -> int:
     """Bytes of all module outputs for one sample (an upper estimate of activation memory)."""
     total = 0
@@ -452,6 +443,17 @@ def _activation_bytes(model: nn.Module, x: Tensor) -> int:
         for h in handles:
             h.remove()
     return int(math.ceil(total + x.numel() * x.element_size())) * 2
+
+
+def spans(total: int, size: int) -> Iterator[slice]:
+    """Consecutive slices of ``range(total)`` of length ``size`` (the last may be shorter): how
+    every chunked loop walks its samples, draws or vectors.
+
+    Example:
+        >>> list(spans(5, 2))
+        [slice(0, 2, None), slice(2, 4, None), slice(4, 5, None)]
+    """
+    return (slice(start, min(start + size, total)) for start in range(0, total, size))
 
 
 def check_problem(prob: object, name: str = "prob") -> Problem:

@@ -4,32 +4,23 @@ k*(ε) is the smallest k after which the upper confidence bound of Δ_k stays be
 measured curve never settles below ε before the data run out, k* is extrapolated from the fitted
 power law Δ_k ≈ C k^(−α) and flagged as an extrapolation, with an interval from the fit's
 bootstrap. A relative criterion divides Δ_k by L_k(w*)². The learning curve (test accuracy of
-networks trained on the first k samples) is the performance-based answer to set beside it.
+networks trained on the first k samples), the performance-based answer to set beside it, lives
+in ``experiment`` (it trains networks; nothing here does).
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from scipy import stats
 
-from . import models, train
-from .checks import (
-    check_choice,
-    check_folder,
-    check_fraction,
-    check_int,
-    check_positive,
-    check_seed,
-    check_sequence,
-)
+from .checks import check_choice, check_fraction, check_int, check_positive
 from .delta import Curve
-from .experiment import Setup
+from .prefix import means
 from .problem import Problem, check_problem
 from .theory import RateFit, bootstrap_interval
 
@@ -37,21 +28,37 @@ from .theory import RateFit, bootstrap_interval
 CRITERIA = ("absolute", "relative")
 
 
+#: What a k*(ε) is: seen in the data, extrapolated by the power law, or neither (SPEC §11).
+KINDS = ("measured", "extrapolated", "censored")
+
+#: A crossing counts as measured only inside this share of the measured k: "stays below ε from
+#: k on" says little when only a few k after it were seen.
+MEASURED_SHARE = 0.9
+
+
 @dataclass(frozen=True, eq=False)
 class Sufficiency:
-    """The answer to "how many samples until Δ_k stays below ε?".
+    """The answer to "how many samples until Δ_k stays below ε?", with what kind of answer it is.
 
     Attributes:
         epsilon: the threshold.
-        k_star: the conservative answer: from the upper confidence bound of Δ_k when measured,
-            the upper end of the bootstrap interval when extrapolated. NaN when even the
-            extrapolation cannot reach ε (a non-decreasing fit).
-        estimate: the same from the point estimate (the curve itself, or the fitted power law).
+        k_star: the conservative answer: the k from which the upper confidence bound of Δ_k stays
+            below ε when ``"measured"``; the upper end of the bootstrap interval of the power law's
+            crossing when ``"extrapolated"``; NaN when ``"censored"``.
+        estimate: the same from the point estimate (the curve itself, or the fitted power law);
+            NaN when censored.
         interval: (from the lower confidence bound, from the upper) when measured; bootstrap
-            percentiles of the extrapolated k when extrapolated.
-        extrapolated: whether the data ran out before Δ_k settled below ε.
+            percentiles of the crossing when extrapolated; (NaN, NaN) when censored.
+        kind: ``"measured"`` — the upper bound settles below ε within the first
+            ``MEASURED_SHARE`` of the measured k; ``"extrapolated"`` — it does not, and the power
+            law fitted on the data (its slope's interval wholly negative) crosses ε beyond that
+            point; ``"censored"`` — neither: k* lies beyond ``at_least`` and the data cannot say
+            where (``reason`` says why).
         level: confidence level of the bounds.
-        fit: the power-law fit used to extrapolate (None when measured).
+        at_least: for a censored answer, the k beyond which k* must lie (the end of the measured
+            share); NaN otherwise.
+        reason: why the answer is censored ("" otherwise).
+        fit: the power-law fit (None when measured).
         criterion: "absolute" (Δ_k) or "relative" (Δ_k / L_k(w*)²).
     """
 
@@ -59,16 +66,42 @@ class Sufficiency:
     k_star: float
     estimate: float
     interval: tuple[float, float]
-    extrapolated: bool
+    kind: str
     level: float
+    at_least: float = float("nan")
+    reason: str = ""
     fit: RateFit | None = None
     criterion: str = "absolute"
+
+    @property
+    def extrapolated(self) -> bool:
+        """Whether k* comes from the fitted power law beyond the data."""
+        return self.kind == "extrapolated"
+
+    def record(self) -> dict[str, object]:
+        """The ``{epsilon, k, interval, kind}`` row of results.json's ``"k_star"`` (SPEC §11)."""
+        row = {"epsilon": self.epsilon, "k": self.k_star, "interval": list(self.interval),
+               "kind": self.kind, "estimate": self.estimate, "criterion": self.criterion}
+        return {**row, "at_least": self.at_least, "reason": self.reason} if self.reason else row
+
+    def __repr__(self) -> str:
+        low, high = self.interval
+        if self.kind == "censored":
+            return (f"Sufficiency({self.criterion}, ε = {self.epsilon:.3g}: censored, k* > "
+                    f"{self.at_least:,.0f})")
+        return (
+            f"Sufficiency({self.criterion}, ε = {self.epsilon:.3g}: k* = {self.k_star:,.0f} "
+            f"[{low:,.0f}, {high:,.0f}] at {self.level:.0%}, {self.kind})"
+        )
 
     def describe(self) -> str:
         """One sentence a report can print."""
         what = "Δ_k" if self.criterion == "absolute" else "Δ_k / L_k(w*)²"
-        if math.isnan(self.k_star):
-            return f"{what} is not predicted to fall below ε = {self.epsilon:.3g}."
+        if self.kind == "censored":
+            return (
+                f"The data do not say when {what} stays below ε = {self.epsilon:.3g}: not before "
+                f"k = {self.at_least:,.0f}, and {self.reason}."
+            )
         low, high = self.interval
         how = (
             "extrapolated from the fitted power law beyond the measured k"
@@ -96,8 +129,8 @@ def relative(curve: Curve, prob: Problem) -> Curve:
             f"K={prob.num_samples} samples (k = 2..{prob.num_samples}); pass the Problem the "
             "curve was measured on."
         )
-    losses = prob.per_sample_losses(prob.center).to(torch.float64).cpu().numpy()
-    prefix = np.cumsum(losses) / np.arange(1, len(losses) + 1)
+    losses = prob.per_sample_losses(prob.center).to(torch.float64)
+    prefix = means(losses).cpu().numpy()
     scale = prefix[1:] ** 2
     undefined = ~(np.isfinite(scale) & (scale > 0))
     if undefined.any():
@@ -129,9 +162,14 @@ def k_star(
 ) -> Sufficiency:
     """k*(ε): the smallest k after which the upper confidence bound of Δ_k stays below ε.
 
-    The bound is value + z·stderr with z the two-sided normal quantile at ``level``. When the bound
-    is still above ε at the last measured k, the answer is extrapolated from the power law fitted
-    on k ≥ ``fit_k_min`` (default: the upper half of the measured k on a log scale).
+    One definition inside and beyond the data (SPEC §11). The bound is value + z·stderr with z the
+    two-sided normal quantile at ``level``. If it settles below ε within the first
+    ``MEASURED_SHARE`` of the measured k, k* is **measured**. Otherwise the power law
+    Δ_k ≈ C k^(−α) fitted on k ≥ ``fit_k_min`` (default: the geometric middle of the measured k)
+    decides: k* is **extrapolated** where the fit decreases (its slope's bootstrap interval
+    wholly below 0) and crosses ε beyond the measured share; anything else — a fit that may not
+    decrease, or one whose crossing lies inside the data where the measured bound did not settle
+    — is **censored**: k* lies beyond the measured share, and the data cannot say where.
     """
     _check_curve(curve)
     epsilon = check_positive("epsilon", epsilon)
@@ -142,33 +180,44 @@ def k_star(
     curve.check_finite()
     z = stats.norm.ppf(0.5 + level / 2)
     k = curve.k
+    cut = float(k[0] + MEASURED_SHARE * (k[-1] - k[0]))
     stderr = np.nan_to_num(curve.stderr, nan=np.inf)
     upper = _settles(k, curve.value + z * stderr, epsilon)
-    if not math.isnan(upper):
+    if upper <= cut:
         return Sufficiency(
             epsilon=epsilon,
             k_star=upper,
             estimate=_settles(k, curve.value, epsilon),
             interval=(_settles(k, curve.value - z * stderr, epsilon), upper),
-            extrapolated=False,
+            kind="measured",
             level=level,
             criterion=criterion,
         )
     k_min = fit_k_min or int(round(math.sqrt(k[0] * k[-1])))
     fit = curve.fit_rate(k_min=k_min, level=level)
+    censored = dict(epsilon=epsilon, k_star=float("nan"), estimate=float("nan"),
+                    interval=(float("nan"), float("nan")), kind="censored", level=level,
+                    at_least=cut, fit=fit, criterion=criterion)
+    slope_hi = fit.ci[1]
+    if not (math.isfinite(slope_hi) and slope_hi < 0):
+        return Sufficiency(**censored, reason=(
+            f"the power law fitted on k ≥ {fit.k_min} may not decrease (α = {fit.alpha:.2f}, "
+            f"interval {fit.alpha_ci[0]:.2f} to {fit.alpha_ci[1]:.2f})"))
     estimate = _solve(fit.slope, fit.intercept, epsilon)
     boots = np.array([_solve(s, c, epsilon) for s, c in fit.bootstrap])
     boots = boots[np.isfinite(boots)]
-    if len(boots) and math.isfinite(estimate):
-        interval = bootstrap_interval(boots, estimate, level)
-    else:
-        interval = (estimate, estimate)
+    interval = bootstrap_interval(boots, estimate, level) if len(boots) else (estimate, estimate)
+    conservative = max(interval[1], estimate)
+    if not conservative > cut:
+        return Sufficiency(**censored, reason=(
+            f"the power law fitted on k ≥ {fit.k_min} crosses ε at k ≈ {conservative:,.0f}, inside "
+            "the data, where the measured bound has not settled"))
     return Sufficiency(
         epsilon=epsilon,
-        k_star=max(interval[1], estimate),
+        k_star=conservative,
         estimate=estimate,
         interval=interval,
-        extrapolated=True,
+        kind="extrapolated",
         level=level,
         fit=fit,
         criterion=criterion,
@@ -197,85 +246,3 @@ def _solve(slope: float, intercept: float, epsilon: float) -> float:
     if slope >= 0:
         return float("nan")
     return float(np.exp((math.log(epsilon) - intercept) / slope))
-
-
-@dataclass(frozen=True, eq=False)
-class LearningCurve:
-    """Test accuracy and loss of networks trained on the first k samples, over seeds."""
-
-    k: np.ndarray
-    accuracy: np.ndarray
-    accuracy_stderr: np.ndarray
-    loss: np.ndarray
-    loss_stderr: np.ndarray
-    per_seed_accuracy: np.ndarray
-
-
-def learning_curve(
-    setup: Setup,
-    ks: Sequence[int],
-    *,
-    seeds: Sequence[int] = (0,),
-    epochs: int | None = None,
-    min_steps: int = 200,
-    cache_dir="default",
-    progress: bool = False,
-) -> LearningCurve:
-    """Train the setup's architecture on the first k samples of its order, for each k and seed.
-
-    Each network trains for ``epochs`` (default: the setup's) but at least ``min_steps`` optimiser
-    steps, so small prefixes are not judged on a handful of updates.
-    """
-    from .experiment import default_cache_dir
-
-    if not isinstance(setup, Setup):
-        raise ValueError(
-            f"setup must be an experiment.Setup (from experiment.prepare); got "
-            f"{type(setup).__name__}."
-        )
-    cfg = setup.config
-    available = len(setup.dataset.train[0])
-    ks = check_sequence("ks", ks, check_int, low=2, high=available)
-    seeds = check_sequence("seeds", seeds, check_seed)
-    epochs = cfg["epochs"] if epochs is None else check_int("epochs", epochs, low=1)
-    min_steps = check_int("min_steps", min_steps, low=0)
-    if cache_dir == "default":
-        cache_dir = default_cache_dir()
-    elif cache_dir is not None:
-        cache_dir = check_folder("cache_dir", cache_dir)
-    accuracy = np.zeros((len(seeds), len(ks)))
-    loss = np.zeros_like(accuracy)
-    from tqdm.auto import tqdm
-
-    jobs = [(i, j, k, s) for j, k in enumerate(ks) for i, s in enumerate(seeds)]
-    for i, j, k, seed in tqdm(jobs, desc="learning curve", leave=False):
-        steps_per_epoch = math.ceil(k / cfg["batch_size"])
-        k_epochs = max(epochs, math.ceil(min_steps / steps_per_epoch))
-        ds = setup.dataset
-        net = models.build(
-            cfg["model"], ds.input_shape, ds.num_classes, seed=seed, **cfg["model_cfg"]
-        )
-        net = train.fit(
-            net,
-            ds,
-            k_epochs,
-            lr=cfg["lr"],
-            batch_size=cfg["batch_size"],
-            seed=seed,
-            n_train=k,
-            cache_dir=cache_dir,
-            device=cfg["device"],
-            progress=progress,
-        )
-        loss[i, j] = net.history.test_loss[-1]
-        accuracy[i, j] = net.history.test_accuracy[-1]
-    n = len(seeds)
-    sem = (lambda a: a.std(0, ddof=1) / math.sqrt(n)) if n > 1 else (lambda a: np.zeros(a.shape[1]))
-    return LearningCurve(
-        k=np.array(ks),
-        accuracy=accuracy.mean(0),
-        accuracy_stderr=sem(accuracy),
-        loss=loss.mean(0),
-        loss_stderr=sem(loss),
-        per_seed_accuracy=accuracy,
-    )

@@ -16,6 +16,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from . import prefix
 from .checks import check_int, check_positive, check_sequence
 from .directions import Subspace, check_subspace
 from .problem import Problem
@@ -136,16 +137,14 @@ def scan(
     T = torch.as_tensor(np.stack([g.ravel() for g in grids], axis=1), dtype=prob.dtype)
     W = prob.center + T.to(prob.device) @ subspace.basis.T
     losses = prob.per_sample_losses(W, progress=progress).to(torch.float64)
-    prefix = losses.cumsum(1) / torch.arange(
-        1, prob.num_samples + 1, dtype=torch.float64, device=losses.device
-    )
+    means = prefix.means(losses)  # (points^d, K): L_k at every grid point
     shape = (points,) * subspace.dim
-    prefix_k = prefix[:, ks - 1].T.reshape(len(ks), *shape)
-    previous = prefix[:, ks - 2].T.reshape(len(ks), *shape)
+    prefix_k = means[:, ks - 1].T.reshape(len(ks), *shape)
+    previous = means[:, ks - 2].T.reshape(len(ks), *shape)
     return Surface(
         coords=tuple(axis.copy() for _ in range(subspace.dim)),
         k=ks,
-        loss=prefix[:, -1].reshape(shape).cpu().numpy(),
+        loss=means[:, -1].reshape(shape).cpu().numpy(),
         prefix_loss=prefix_k.cpu().numpy(),
         difference=(prefix_k - previous).cpu().numpy(),
         kind=subspace.kind,

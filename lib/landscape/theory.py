@@ -194,6 +194,14 @@ class RateFit:
     method: str
     bootstrap: np.ndarray = field(default_factory=lambda: np.empty((0, 2)), repr=False)
 
+    def __repr__(self) -> str:
+        low, high = self.alpha_ci
+        return (
+            f"RateFit(α = {self.alpha:.3g} [{low:.3g}, {high:.3g}] at {self.level:.0%}, "
+            f"C = {self.constant:.3g}, k = {self.k_min}..{self.k_max} ({self.points} points), "
+            f"{self.method})"
+        )
+
     def __iter__(self):
         return iter((self.slope, self.intercept, self.ci))
 
@@ -225,11 +233,13 @@ def fit_rate(
     n_boot: int = 1000,
     level: float = 0.95,
     seed: int = 0,
+    units: str = "draws",
 ) -> RateFit:
     """Least-squares fit of log values = log C − α log k on k_min ≤ k ≤ k_max, with a bootstrap.
 
-    The interval resamples what the estimate is an average of: the draws (``samples``, units ×
-    len(k), whose column means are ``values``) when given; otherwise a parametric bootstrap from
+    The interval resamples what the estimate is an average of: the rows of ``samples`` (units ×
+    len(k), whose column means are ``values``; ``units`` names them — "draws", "orders" — in
+    ``method``) when given; otherwise a parametric bootstrap from
     ``stderr``; otherwise the (k, value) pairs. Points with non-positive or non-finite values are
     left out of the fit (their count is ``len(range) − points``). Never smooth before fitting.
     """
@@ -267,7 +277,7 @@ def fit_rate(
     boots = []
     if samples is not None and n_boot:
         samples = samples[:, usable]
-        method = "bootstrap over draws"
+        method = f"bootstrap over {units}"
         for _ in range(n_boot):
             rows = rng.integers(0, len(samples), len(samples))
             boot = samples[rows].mean(0)
@@ -388,7 +398,10 @@ def bootstrap_interval(boots, estimate: float, level: float = 0.95) -> tuple[flo
     Φ(2z₀ ∓ z_{(1+level)/2}) percentiles of the replicates; for z₀ = 0 these are the plain
     percentiles. The correction matters for log-means of heavy-tailed units (per-order or per-draw
     d_k²): their replicates fall mostly below the estimate, and plain percentiles can then exclude
-    the estimate itself. NaN replicates are ignored; none left gives (NaN, NaN).
+    the estimate itself. Where (nearly) all replicates lie on one side the correction collapses the
+    interval onto the extreme replicate; the plain percentiles are used then. The interval always
+    contains the estimate (it is widened to reach it). NaN replicates are ignored; none left gives
+    (NaN, NaN).
 
     Example:
         >>> bootstrap_interval(np.arange(1000.0), 499.5, 0.9)  # doctest: +ELLIPSIS
@@ -405,7 +418,14 @@ def bootstrap_interval(boots, estimate: float, level: float = 0.95) -> tuple[flo
     z0 = norm.ppf(np.clip(below, 1 / (n + 1), n / (n + 1)))
     z = norm.ppf(0.5 + level / 2)
     low, high = norm.cdf(2 * z0 - z), norm.cdf(2 * z0 + z)
-    return tuple(float(x) for x in np.percentile(boots, [100 * low, 100 * high]))
+    if high - low < level / 2:
+        # (nearly) every replicate falls on one side: the corrected percentiles collapse onto the
+        # extreme replicate (a zero-width interval that may exclude the estimate). The bootstrap
+        # is biased there, not the estimate certain: use the plain percentiles instead.
+        low, high = 0.5 - level / 2, 0.5 + level / 2
+    lo, hi = (float(x) for x in np.percentile(boots, [100 * low, 100 * high]))
+    # never report an interval without its own estimate
+    return (min(lo, float(estimate)), max(hi, float(estimate)))
 
 
 def _ols(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:

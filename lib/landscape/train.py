@@ -1,8 +1,9 @@
 """Training: Adam on cross-entropy, seeded, with a progress bar and an on-disk checkpoint cache.
 
 ``fit`` trains a deep copy of a network (the caller's module is never touched) and returns it in
-``eval()`` mode with a :class:`History` attached as ``net.history``. ``evaluate`` computes mean
-cross-entropy and accuracy without gradients. With ``cache_dir`` set, a trained network is stored
+``eval()`` mode; ``fit_with_history`` does the same and returns a :class:`Trained`, the network
+with its per-epoch :class:`History`. ``evaluate`` computes mean cross-entropy and accuracy
+without gradients. With ``cache_dir`` set, a trained network is stored
 under a key that hashes everything that changes the result (architecture, initial weights, the
 training and test tensors, the hyper-parameters, device type and torch version); entries are
 written atomically and carry a checksum, and a corrupted entry is reported, retrained and
@@ -14,21 +15,20 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import inspect
 import json
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from landscape.checks import (
     check_finite,
@@ -39,8 +39,22 @@ from landscape.checks import (
     resolve_device,
 )
 from landscape.data import Dataset
+from landscape.files import write_atomic
+from landscape.progress import bar
+from landscape.seeding import generator, seeded
 
-__all__ = ["History", "TrainingDivergedError", "TrainingDivergedWarning", "evaluate", "fit"]
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+__all__ = [
+    "History",
+    "Trained",
+    "TrainingDivergedError",
+    "TrainingDivergedWarning",
+    "evaluate",
+    "fit",
+    "fit_with_history",
+]
 
 _CACHE_FORMAT = 1  # bump when training or the stored layout changes: old entries stop matching
 _CACHE_KEYS = ("format", "key", "state_dict", "history", "checksum")
@@ -82,6 +96,33 @@ class History:
     test_accuracy: tuple[float, ...] = ()
     from_cache: bool = False
 
+    def __repr__(self) -> str:
+        if not self.train_loss:
+            return "History(untrained)"
+        cached = ", from the cache" if self.from_cache else ""
+        epochs = f"{len(self.train_loss)} epoch{'s' if len(self.train_loss) > 1 else ''}"
+        return (
+            f"History({epochs}: train loss {self.train_loss[0]:.3g} → "
+            f"{self.train_loss[-1]:.3g}, test accuracy {self.test_accuracy[-1]:.3f}{cached})"
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class Trained:
+    """What :func:`fit_with_history` returns: the trained network and how its training went.
+
+    Attributes:
+        net: The trained copy, in ``eval()`` mode, on the training device.
+        history: Its per-epoch :class:`History` (empty for ``epochs=0``).
+    """
+
+    net: nn.Module
+    history: History
+
+    def __repr__(self) -> str:
+        size = sum(p.numel() for p in self.net.parameters())
+        return f"Trained({type(self.net).__name__} of {size:,} parameters, {self.history!r})"
+
 
 @dataclass(frozen=True)
 class _Settings:
@@ -108,6 +149,8 @@ def fit(
 ) -> nn.Module:
     """Train a copy of ``net`` with Adam on mean cross-entropy over the first ``n_train`` samples.
 
+    :func:`fit_with_history` trains the same way and also returns the per-epoch record.
+
     Each epoch visits the samples in a fresh permutation drawn from a private generator seeded
     with ``seed``; dropout draws from torch's RNG seeded with ``seed`` inside a forked RNG state,
     so the caller's global RNG is left as it was and the same arguments give the same weights
@@ -125,10 +168,10 @@ def fit(
         n_train: Train on the first ``n_train`` samples of ``ds.train`` (None: all of them).
         cache_dir: Folder of the checkpoint cache, created when missing (None: no cache).
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ...
-        progress: Show a tqdm progress bar.
+        progress: Show a progress bar.
 
     Returns:
-        The trained copy, in ``eval()`` mode, on ``device``, with ``.history`` (a :class:`History`).
+        The trained copy, in ``eval()`` mode, on ``device``.
 
     Raises:
         ValueError: An argument is out of range, or the data cannot train ``net`` (non-finite
@@ -145,9 +188,47 @@ def fit(
         >>> ds = data.load("digits")
         >>> net = fit(models.build("mlp", ds.input_shape, 10, depth=1, width=16), ds, 1,
         ...           progress=False)
-        >>> len(net.history.test_accuracy), net.training
+        >>> net.training
+        False
+    """
+    return _fit(net, ds, epochs, lr, batch_size, seed, n_train, cache_dir, device, progress).net
+
+
+def fit_with_history(net: nn.Module, ds: Dataset, epochs: int, **options: Any) -> Trained:
+    """:func:`fit`, returning the trained network together with its per-epoch :class:`History`.
+
+    ``options`` are :func:`fit`'s keyword arguments (``lr``, ``batch_size``, ``seed``,
+    ``n_train``, ``cache_dir``, ``device``, ``progress``), with its defaults; the training, the
+    cache, the errors and the warnings are those of :func:`fit` (the same arguments give the same
+    network). A network loaded from the cache comes with the history recorded when it was
+    trained, marked ``from_cache``.
+
+    Example:
+        >>> from landscape import data, models
+        >>> ds = data.load("digits")
+        >>> trained = fit_with_history(models.build("mlp", ds.input_shape, 10, depth=1, width=16),
+        ...                            ds, 1, progress=False)
+        >>> len(trained.history.test_accuracy), trained.net.training
         (1, False)
     """
+    arguments = inspect.signature(fit).bind(net, ds, epochs, **options)
+    arguments.apply_defaults()
+    return _fit(*arguments.args)
+
+
+def _fit(
+    net: nn.Module,
+    ds: Dataset,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    n_train: int | None,
+    cache_dir: str | os.PathLike | None,
+    device: str | torch.device,
+    progress: bool,
+) -> Trained:
+    """:func:`fit` and :func:`fit_with_history` (one frame deep in both, for the warnings)."""
     _check_module("net", net)
     if not isinstance(ds, Dataset):
         raise ValueError(f"ds must be a landscape.data.Dataset; got {type(ds).__name__}.")
@@ -235,31 +316,28 @@ def _train(
     y_train: Tensor,
     settings: _Settings,
     progress: bool,
-) -> nn.Module:
+) -> Trained:
     """The training loop proper; returns ``model`` trained, in eval mode, with its history."""
     epochs, batch_size, device = settings.epochs, settings.batch_size, settings.device
     model.to(device)
     _, dtype = _placement(model)
     x_train, y_train = x_train.to(device=device, dtype=dtype), y_train.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
-    order_rng = torch.Generator().manual_seed(settings.seed)
+    order_rng = generator(settings.seed)
     batches_per_epoch = len(_batches(torch.arange(len(x_train)), batch_size))
     record: dict[str, list[float]] = {name: [] for name in _METRICS}
-    bar = tqdm(
-        total=epochs * batches_per_epoch, desc="training", unit="batch", disable=not progress
-    )
-    with torch.random.fork_rng(devices=_rng_devices(device)), _deterministic_cudnn(), bar:
-        _seed_global_rng(device, settings.seed)
+    meter = bar(total=epochs * batches_per_epoch, desc="training", unit="batch", enabled=progress)
+    with seeded(settings.seed, device), _deterministic_cudnn(), meter:
         for epoch in range(epochs):
-            bar.set_description(f"epoch {epoch + 1}/{epochs}")
+            meter.set_description(f"epoch {epoch + 1}/{epochs}")
             model.train()
             order = torch.randperm(len(x_train), generator=order_rng).to(device)
-            loss, accuracy = _epoch(model, optimizer, x_train, y_train, order, batch_size, bar)
+            loss, accuracy = _epoch(model, optimizer, x_train, y_train, order, batch_size, meter)
             test_loss, test_accuracy = evaluate(model, *ds.test)
             _refuse_non_finite(loss, test_loss, epoch, settings)
             for name, value in zip(record, (loss, accuracy, test_loss, test_accuracy)):
                 record[name].append(value)
-            bar.set_postfix(loss=f"{loss:.4f}", test_acc=f"{test_accuracy:.3f}")
+            meter.set_postfix(loss=f"{loss:.4f}", test_acc=f"{test_accuracy:.3f}")
     history = History(**{name: tuple(values) for name, values in record.items()})
     return _finish(model, history)
 
@@ -271,7 +349,7 @@ def _epoch(
     y_train: Tensor,
     order: Tensor,
     batch_size: int,
-    bar: tqdm,
+    meter: tqdm,
 ) -> tuple[float, float]:
     """One pass over ``order``; returns the epoch's mean mini-batch loss and accuracy."""
     total_loss = torch.zeros((), device=x_train.device)
@@ -285,9 +363,9 @@ def _epoch(
         optimizer.step()
         total_loss += loss.detach() * len(idx)
         correct += (logits.detach().argmax(dim=1) == yb).sum()
-        bar.update(1)
+        meter.update(1)
         if step % 20 == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+            meter.set_postfix(loss=f"{loss.item():.4f}")
     return total_loss.item() / len(order), correct.item() / len(order)
 
 
@@ -299,19 +377,9 @@ def _batches(order: Tensor, batch_size: int) -> tuple[Tensor, ...]:
     return batches
 
 
-def _finish(model: nn.Module, history: History) -> nn.Module:
-    """Put ``model`` in eval mode and attach ``history``."""
-    model.eval()
-    model.history = history
-    return model
-
-
-def _seed_global_rng(device: torch.device, seed: int) -> None:
-    """Seed the global RNG that dropout on ``device`` draws from (and the CPU one), nothing else."""
-    torch.random.default_generator.manual_seed(seed)
-    if device.type == "cuda":
-        with torch.cuda.device(device):
-            torch.cuda.manual_seed(seed)
+def _finish(model: nn.Module, history: History) -> Trained:
+    """``model`` in eval mode, with ``history``."""
+    return Trained(model.eval(), history)
 
 
 @contextmanager
@@ -328,13 +396,6 @@ def _deterministic_cudnn() -> Iterator[None]:
         yield
     finally:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags
-
-
-def _rng_devices(device: torch.device) -> list[int]:
-    """CUDA devices whose RNG state ``fork_rng`` must save and restore."""
-    if device.type != "cuda":
-        return []
-    return [device.index if device.index is not None else torch.cuda.current_device()]
 
 
 # ------------------------------------------------------------------------------------- helpers
@@ -392,7 +453,7 @@ def _refuse_non_finite(loss: float, test_loss: float, epoch: int, settings: _Set
 
 
 def _warn_if_diverged(
-    trained: nn.Module, x_train: Tensor, y_train: Tensor, num_classes: int, settings: _Settings
+    trained: Trained, x_train: Tensor, y_train: Tensor, num_classes: int, settings: _Settings
 ) -> None:
     """Warn, with the numbers, when the trained network's loss on (the first
     ``DIVERGENCE_CHECK_SAMPLES`` of) its own training samples is far above a uniform guess's.
@@ -401,7 +462,7 @@ def _warn_if_diverged(
     training loss is averaged over weights that were still changing).
     """
     n = min(len(x_train), DIVERGENCE_CHECK_SAMPLES)
-    loss, accuracy = evaluate(trained, x_train[:n], y_train[:n])
+    loss, accuracy = evaluate(trained.net, x_train[:n], y_train[:n])
     uniform = math.log(num_classes)
     if loss <= DIVERGED_LOSS_FACTOR * uniform:
         return
@@ -413,7 +474,7 @@ def _warn_if_diverged(
         f"{1 / num_classes:.3f}; lr={settings.lr:g}, {len(history.test_loss)} epoch(s)). "
         "Lower lr: every number measured around this network describes a diverged one.",
         TrainingDivergedWarning,
-        stacklevel=3,
+        stacklevel=4,
     )
 
 
@@ -494,9 +555,9 @@ def _checksum(state: dict[str, Tensor], history: dict[str, Any]) -> str:
     return digest.hexdigest()
 
 
-def _save_entry(path: Path, key: str, trained: nn.Module) -> None:
+def _save_entry(path: Path, key: str, trained: Trained) -> None:
     """Store ``trained``'s weights and history under ``path``, atomically (temp file + rename)."""
-    state = {name: tensor.detach().cpu() for name, tensor in trained.state_dict().items()}
+    state = {name: tensor.detach().cpu() for name, tensor in trained.net.state_dict().items()}
     history = {name: list(getattr(trained.history, name)) for name in _METRICS}
     entry = {
         "format": _CACHE_FORMAT,
@@ -505,20 +566,10 @@ def _save_entry(path: Path, key: str, trained: nn.Module) -> None:
         "history": history,
         "checksum": _checksum(state, history),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(entry, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda handle: torch.save(entry, handle))
 
 
-def _load_entry(path: Path, key: str, model: nn.Module, device: torch.device) -> nn.Module | None:
+def _load_entry(path: Path, key: str, model: nn.Module, device: torch.device) -> Trained | None:
     """The cached network for ``key``, or None when absent or corrupted (with a warning).
 
     The entry is read and verified completely (keys, key match, checksum) and loaded into a
@@ -539,7 +590,7 @@ def _load_entry(path: Path, key: str, model: nn.Module, device: torch.device) ->
             f"checkpoint cache entry {path} is corrupted ({type(error).__name__}: {error}); "
             "retraining and replacing it.",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
         return None
     return _finish(restored.to(device), history)

@@ -1,0 +1,103 @@
+"""Prefix means and differences over k: the one place that turns per-sample values into every k.
+
+The prefix D_k is the first k samples; its mean loss is L_k = (1/k) Σ_{i≤k} l_i and the change
+from one more sample is d_k = L_k − L_{k−1} = (l_k − L_{k−1}) / k. Every k follows from one
+cumulative sum — never recomputed per k. ``means`` and ``differences`` do this for a whole vector
+of per-sample values at once (Monte Carlo draws, grid points, the centre); ``RunningDifferences``
+does it for per-sample values that arrive in chunks of samples (gradients, projected Hessians),
+keeping only running totals. What the values are, and what is done with the differences, is the
+caller's: ``delta``, ``surface``, ``sufficiency`` and ``curvature``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["RunningDifferences", "differences", "means"]
+
+
+def means(values: Tensor) -> Tensor:
+    """L_k = (1/k) Σ_{i≤k} x_i for k = 1..K along the last axis of ``values`` (..., K).
+
+    Example:
+        >>> means(torch.tensor([1.0, 3.0, 2.0]))
+        tensor([1., 2., 2.])
+    """
+    K = values.shape[-1]
+    return values.cumsum(-1) / torch.arange(1, K + 1, dtype=values.dtype, device=values.device)
+
+
+def differences(values: Tensor) -> Tensor:
+    """d_k = L_k − L_{k−1} = (x_k − L_{k−1}) / k for k = 2..K along the last axis of ``values``.
+
+    One cumulative sum; returns (..., K−1) in the input dtype. Formed as (x_k − L_{k−1}) / k rather
+    than as a difference of two means, which would cancel when d_k ≪ L_k.
+
+    Example:
+        >>> differences(torch.tensor([1.0, 3.0, 2.0]))
+        tensor([1., 0.])
+    """
+    K = values.shape[-1]
+    k = torch.arange(2, K + 1, device=values.device, dtype=values.dtype)
+    previous_means = values.cumsum(-1)[..., :-1] / (k - 1)
+    return (values[..., 1:] - previous_means) / k
+
+
+class RunningDifferences:
+    """(x_k − mean_{i<k} x_i) / k for per-sample values that arrive in chunks of samples, in order.
+
+    For each named per-sample value x (a loss, a projected gradient, a d×d block per sample...), the
+    prefix sum *before* sample j is the running total plus an exclusive cumulative sum inside the
+    chunk, so each difference is formed directly (no cancellation from expanding squares). Chunk
+    arithmetic is in the values' dtype, running totals in float64. ``keep`` collects per-k results
+    of the caller's (k ≥ 2) and ``result`` returns them as one float64 array.
+
+    Example:
+        >>> running = RunningDifferences()
+        >>> for chunk in torch.tensor([1.0, 3.0, 2.0]).split(2):
+        ...     diffs, k = running.differences(loss=chunk)
+        ...     running.keep(k, gap=diffs["loss"])
+        >>> running.result("gap")
+        array([1., 0.])
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.sums: dict[str, Tensor] = {}
+        self.out: dict[str, list[Tensor]] = {}
+
+    def differences(self, **values: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        """(x_k − mean_{i<k} x_i) / k for each named per-sample value (n, ...) of the next n samples,
+        and their k (n,) in float64 (the first sample of all has k = 1 and difference x_1)."""
+        n = len(next(iter(values.values())))
+        k = torch.arange(self.count + 1, self.count + n + 1, dtype=torch.float64)
+        diffs = {}
+        for name, x in values.items():
+            # In place on our own temporaries (never on x): with full-space Hessian blocks (N×N per
+            # sample) every fresh temporary costs more than its arithmetic (bench_exact_full).
+            before = x.cumsum(0).sub_(x)
+            total = x.sum(0, dtype=torch.float64)
+            if name in self.sums:
+                before.add_(self.sums[name].to(x.dtype))
+                self.sums[name].add_(total)
+            else:
+                self.sums[name] = total
+            shape = (n,) + (1,) * (x.ndim - 1)
+            previous = (k - 1).clamp_min(1).to(x.device, x.dtype).reshape(shape)
+            # (x − before / previous) / k, element for element the same numbers
+            before.div_(previous).neg_().add_(x).div_(k.to(x.device, x.dtype).reshape(shape))
+            diffs[name] = before
+        self.count += n
+        return diffs, k
+
+    def keep(self, k: Tensor, **terms: Tensor) -> None:
+        """Keep each named per-sample term (n,) at the rows with k ≥ 2 (on the CPU)."""
+        mask = k >= 2
+        for name, value in terms.items():
+            self.out.setdefault(name, []).append(value[mask.to(value.device)].detach().cpu())
+
+    def result(self, name: str) -> np.ndarray:
+        """The kept term ``name`` for k = 2..(samples seen), as a float64 array."""
+        return torch.cat(self.out[name]).to(torch.float64).numpy()
