@@ -4,16 +4,19 @@ A *plan* is a YAML file naming notebooks to run and the parameters to give them 
 :func:`run_plan` executes each run into ``<output_root>/<plan>/<run>/notebook.ipynb``, renders
 ``report.html`` beside it, keeps the notebook's ``results.json`` and a ``run.json`` describing the
 run, skips runs whose notebook, parameters and library code are unchanged, and writes
-``<output_root>/<plan>/index.html``; notebooks call :func:`record` as their last step. This package
-only re-exports; the code lives in ``results`` (what notebooks call), ``plans`` (schema and
-validation), ``records`` (fingerprints and run folders on disk), ``execute`` (papermill in a child
-process), ``runner`` (lock, staging, Ctrl-C) and ``render`` (report.html and index.html from the
-templates in ``templates/``). Nothing here computes mathematics; figures live in
-:mod:`landscape.plots`, the atomic write in :mod:`landscape.files`.
+``<output_root>/<plan>/index.html`` and ``claims.html``; notebooks call :func:`record` as their
+last step (their numbers, and the ``claims``, ``headline`` and ``headline_figure`` that each report
+and the index open with). This package only re-exports; the code lives in ``results`` (what
+notebooks call), ``plans`` (schema and validation), ``records`` (fingerprints and run folders on
+disk), ``execute`` (papermill in a child process), ``runner`` (lock, staging, Ctrl-C), ``outputs``
+(what a report shows of a notebook's outputs) and ``render`` (report.html, index.html and
+claims.html from the templates in ``templates/``). Nothing here computes mathematics; figures live
+in :mod:`landscape.plots`, the atomic write in :mod:`landscape.files`.
 """
 
 from landscape.files import file_record, write_atomic
 from landscape.reports.execute import KERNEL_NAME, describe_error, kernel_problem
+from landscape.reports.outputs import clean_outputs
 from landscape.reports.plans import (
     RESERVED_PARAMETER,
     Plan,
@@ -36,7 +39,15 @@ from landscape.reports.records import (
     report_files,
     run_state,
 )
-from landscape.reports.render import flatten_results, format_number, render_report, write_index
+from landscape.reports.render import (
+    CLAIMS_PAGE,
+    flatten_results,
+    format_number,
+    render_report,
+    summarize_results,
+    write_index,
+    write_static,
+)
 from landscape.reports.results import (
     NON_FINITE,
     OUTPUT_DIR_ENV,
@@ -62,6 +73,7 @@ from landscape.reports.runner import (
 file_entry = file_record
 
 __all__ = [
+    "CLAIMS_PAGE",
     "FAILED_DIR",
     "KERNEL_NAME",
     "LOCK_FILE",
@@ -76,6 +88,7 @@ __all__ = [
     "Run",
     "RunResult",
     "Status",
+    "clean_outputs",
     "describe_error",
     "describe_plan",
     "execute_run",
@@ -101,9 +114,11 @@ __all__ = [
     "resolve_output_dir",
     "run_plan",
     "run_state",
+    "summarize_results",
     "summary_table",
     "to_json",
     "to_python",
     "write_atomic",
     "write_index",
+    "write_static",
 ]

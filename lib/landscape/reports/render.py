@@ -15,6 +15,7 @@ executes a notebook or decides whether a run is up to date (that is
 
 from __future__ import annotations
 
+import ast
 import base64
 import importlib.resources
 import io
@@ -36,7 +37,7 @@ import landscape
 from landscape.files import cannot_write, write_atomic
 from landscape.reports import records  # records.library_fingerprint is looked up when called
 from landscape.reports.outputs import clean_outputs
-from landscape.reports.plans import Plan, Run, RunResult
+from landscape.reports.plans import RESERVED_PARAMETER, Plan, Run, RunResult
 from landscape.reports.records import (
     FAILED_DIR,
     UNFINISHED,
@@ -47,7 +48,7 @@ from landscape.reports.records import (
     read_run_record,
     run_state,
 )
-from landscape.reports.results import read_results, to_json
+from landscape.reports.results import read_json, read_results, to_json
 
 __all__ = [
     "CLAIMS_PAGE",
@@ -77,6 +78,8 @@ MATHJAX_BUNDLE = "tex-svg-full.js"
 #: Where the bundle lies inside ``_static/``.
 MATHJAX = f"mathjax/{MATHJAX_BUNDLE}"
 
+#: Longest parameter value the index shows in full.
+_PARAMETER_CHARS = 40
 #: results.json keys the index shows as the run's answer, not among "all numbers".
 _SUMMARY_KEYS = ("claims", "headline", "headline_figure")
 #: Order of the verdicts in a ledger (what a reader must not miss first), and their colours.
@@ -224,13 +227,20 @@ def write_thumbnail(notebook: Path, thumb: Path, width: int = THUMB_WIDTH) -> bo
 
 def _headline_figure(folder: Path) -> bytes | None:
     """The bytes of the figure results.json names as ``headline_figure``, if it is there."""
-    name = _results(folder).get("headline_figure")
-    if not isinstance(name, str) or not name or Path(name).name != name:
-        return None
+    path = _headline_path(folder, _results(folder))
     try:
-        return (folder / name).read_bytes()
+        return path.read_bytes() if path is not None else None
     except OSError:
         return None
+
+
+def _headline_path(folder: Path, results: Mapping[str, Any]) -> Path | None:
+    """``<folder>/<name>`` for the ``headline_figure`` in ``results`` (a path counts by its name)."""
+    name = results.get("headline_figure")
+    if not isinstance(name, str) or not Path(name).name:
+        return None
+    path = folder / Path(name).name
+    return path if path.is_file() else None
 
 
 def _first_png(notebook: Path) -> bytes | None:
@@ -406,9 +416,7 @@ def write_index(
     library = library or records.library_fingerprint()
     pending = set(pending)
     rows = [
-        _index_row(
-            plan, run, plan_dir / run.name, results.get(run.name), library, run.name in pending
-        )
+        _index_row(run, plan_dir / run.name, results.get(run.name), library, run.name in pending)
         for run in plan.runs
     ]
     states = [row["state"] for row in rows]
@@ -449,7 +457,7 @@ def _templates() -> jinja2.Environment:
 
 
 def _index_row(
-    plan: Plan, run: Run, run_dir: Path, result: RunResult | None, library: str, pending: bool
+    run: Run, run_dir: Path, result: RunResult | None, library: str, pending: bool
 ) -> dict[str, Any]:
     """What the index shows for a run (the template's ``row``), with its ``state``.
 
@@ -480,10 +488,8 @@ def _index_row(
         "thumb": (shown_dir / "thumb.png").is_file(),
         "notebook": run.notebook.name,
         "description": run.description,
-        "parameters": _compact(used, plan.defaults),
-        "plan_now": _compact(to_json(run.parameters), plan.defaults)
-        if used != to_json(run.parameters)
-        else "",
+        "parameters": _effective(shown_dir / "notebook.ipynb", used),
+        "plan_now": _listed(to_json(run.parameters)) if used != to_json(run.parameters) else [],
         "files": _file_links(href, shown_dir, ("notebook.ipynb",)),
         "attempt": str(attempt["status"]) if has_attempt and has_good else "",  # type: ignore[index]
         "attempt_files": (
@@ -505,25 +511,60 @@ def _index_row(
 
 def _thumb_alt(name: str, folder: Path, results: Mapping[str, Any]) -> str:
     """The alt text of a run's thumbnail (see :func:`write_thumbnail` for which figure it is)."""
-    figure = results.get("headline_figure")
-    if isinstance(figure, str) and figure and (folder / Path(figure).name).is_file():
-        return f"{figure}, the headline figure of {name}"
-    return f"first figure of {name}"
+    figure = _headline_path(folder, results)
+    return f"{figure.name}, the headline figure of {name}" if figure else f"first figure of {name}"
 
 
-def _compact(parameters: Any, defaults: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """A run's parameters as ``{"name", "value", "default"}`` (value formatted; from the defaults?)."""
-    if not isinstance(parameters, Mapping):
-        return []
-    plain = to_json(dict(defaults))
+def _effective(notebook: Path, given: Any) -> list[dict[str, Any]]:
+    """The parameters a run used: the plan's (``given``, first) over its notebook's defaults.
+
+    Each is ``{"name", "value", "given"}`` (value formatted; ``given``: set by the plan, not the
+    notebook's default). The defaults are the literal values of the executed notebook's cell
+    tagged ``parameters``; a value that is not a literal shows as its source text.
+    """
+    given = dict(given) if isinstance(given, Mapping) else {}
+    defaults = {k: v for k, v in _notebook_defaults(notebook).items() if k not in given}
+    defaults.pop(RESERVED_PARAMETER, None)
+    return _listed(given, True) + _listed(defaults, False)
+
+
+def _listed(parameters: Mapping[str, Any], given: bool = True) -> list[dict[str, Any]]:
     return [
-        {
-            "name": str(name),
-            "value": format_number(value),
-            "default": name in plain and plain[name] == value,
-        }
+        {"name": str(name), "value": _parameter(value), "given": given}
         for name, value in parameters.items()
     ]
+
+
+def _parameter(value: Any) -> str:
+    """A parameter's value in a line: as JSON (strings unquoted) when short, else abbreviated."""
+    if isinstance(value, str):
+        return format_number(value)
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    return text if len(text) <= _PARAMETER_CHARS else format_number(value)
+
+
+def _notebook_defaults(notebook: Path) -> dict[str, Any]:
+    """Name → value of the assignments in a notebook's cell tagged ``parameters`` ({} if none)."""
+    content = read_json(notebook) or {}
+    for cell in content.get("cells", []):
+        if "parameters" not in cell.get("metadata", {}).get("tags", []):
+            continue
+        source = cell.get("source", "")
+        source = "".join(source) if isinstance(source, list) else str(source)
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            return {}
+        values: dict[str, Any] = {}
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and all(isinstance(t, ast.Name) for t in node.targets):
+                try:
+                    value = ast.literal_eval(node.value)
+                except ValueError:
+                    value = ast.get_source_segment(source, node.value) or "…"
+                values.update((t.id, value) for t in node.targets)  # type: ignore[attr-defined]
+        return values
+    return {}
 
 
 def _index_state(

@@ -7,7 +7,9 @@ folder's lock, Ctrl-C handling, the tidying of a killed runner's staging folder 
 :mod:`landscape.reports.render`, "up to date" :mod:`landscape.reports.records`. A finished report
 is never lost; a plan folder looks like this::
 
-    index.html
+    index.html              # one row per run: status, verdicts, headline, headline figure
+    claims.html             # every claim of every run
+    _static/mathjax/        # the MathJax copy the reports load (formulas offline)
     .lock, .lock.pid        # held while `landscape run` runs the plan; the holder's pid
     .staging/<run>+<pid>/   # a run executing; renamed to <run>/ only once it has finished
     <run>/                  # the last good report: notebook.ipynb, report.html, results.json,
@@ -111,8 +113,9 @@ def run_plan(
 
     Each run executes (see :func:`execute_run`) into a staging folder and, once finished, replaces
     ``<plan folder>/<run>/`` (see :func:`~landscape.reports.plan_output_dir`): notebook.ipynb,
-    report.html, thumb.png (the first figure), the notebook's results.json and figures, and
-    run.json. A run that fails is kept in ``<run>/failed/`` beside the last good report, and the
+    report.html, thumb.png (the headline figure), the notebook's results.json and figures, and
+    run.json (whose ``duration`` is the notebook's execution time, as the report and the index
+    show it; ``rendering`` the seconds rendering took). A run that fails is kept in ``<run>/failed/`` beside the last good report, and the
     others go on. The plan folder is locked while the plan runs (``.lock``; the holder's pid in
     ``.lock.pid``).
 
