@@ -178,3 +178,17 @@ def test_bootstrap_statistic_leaves_non_finite_units_out_and_refuses_bad_samples
         claims.bootstrap_statistic(np.mean, np.ones(5))
     with pytest.raises(ValueError, match="at least one"):
         claims.bootstrap_statistic(np.mean)
+
+
+def test_three_seed_intervals_keep_their_coverage():
+    # with 3 replicates a bootstrap over replicates is far too narrow; the t interval is not
+    rng = np.random.default_rng(2)
+    hits = {"t": 0, "bootstrap": 0}
+    trials = 400
+    for t in range(trials):
+        values = rng.normal(0.0, 1.0, size=3)
+        for method in hits:
+            _, (lo, hi) = claims.replicate_interval(values, method=method, n_boot=300, seed=t)
+            hits[method] += lo <= 0.0 <= hi
+    assert 0.92 <= hits["t"] / trials <= 0.98
+    assert hits["bootstrap"] / trials < 0.85

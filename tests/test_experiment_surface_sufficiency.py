@@ -273,3 +273,15 @@ def test_a_fit_crossing_inside_data_that_never_settled_is_censored():
     result = sufficiency.k_star(_curve(k, value, 30 * value), 1e-4)
     assert result.kind == "censored", result
     assert "inside the data" in result.reason
+
+
+def test_late_spikes_that_the_mean_decay_ignores_censor_an_extrapolation():
+    # a clean k^-2 decay with hard samples arriving late: spikes 30x above the trend at a few k in
+    # the last tenth. The fit of the mean still crosses beyond K, but "stays below" is not in sight.
+    k = np.arange(2, 1001)
+    value = 2.0 * k**-2.0
+    value[[930, 960, 990]] *= 30
+    clean = sufficiency.k_star(_curve(k, 2.0 * k**-2.0, 0.01 * 2.0 * k**-2.0), 1.5e-6)
+    spiky = sufficiency.k_star(_curve(k, value, 0.01 * value), 1.5e-6)
+    assert clean.kind == "extrapolated" and clean.k_star > 1000
+    assert spiky.kind == "censored" and "does not follow the power law" in spiky.reason

@@ -1,10 +1,13 @@
 """landscape: how much training data is enough before a network's loss landscape stops changing?
 
 Modules: ``data`` (data sets), ``models`` (MLP/CNN builders), ``train`` (training with a cache),
-``problem`` (network + ordered samples + centre), ``directions`` (subspaces), ``delta`` (Monte Carlo
-Δ_k), ``curvature`` (exact difference terms), ``hessian`` (eigenpairs, spectra), ``theory``
-(closed forms, bounds, rate fits), ``surface`` (landscape grids), ``sufficiency`` (k*(ε)),
-``plots`` and ``reports`` (figures, plans and HTML reports).
-"""
+``experiment`` (notebook set-up, learning curves), ``problem`` (network + ordered samples + centre),
+``strategy`` (loop/vmap autotuning), ``directions`` (subspaces), ``prefix`` (prefix sums over k),
+``delta`` (Monte Carlo Δ_k), ``routes`` and ``chain`` (per-sample derivatives, proven per network),
+``curvature`` (exact difference terms), ``hessian`` (eigenpairs, spectra, per-sample Hessians),
+``theory`` (closed forms, bounds, rate fits), ``claims`` (the ledger), ``replication`` (comparisons
+over seeds), ``original`` (the papers' original bugs, reproduced), ``surface`` (landscape grids),
+``sufficiency`` (k*(ε)), ``plots`` and ``reports`` (figures, plans and HTML reports), ``checks``,
+``files``, ``seeding``, ``progress`` (shared helpers)."""
 
 __version__ = "0.1.0"

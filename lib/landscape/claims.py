@@ -181,38 +181,53 @@ def claim(
 
 
 def replicate_interval(
-    values: Any, *, level: float = 0.95, n_boot: int = 2000, seed: int = 0
+    values: Any, *, level: float = 0.95, method: str = "t", n_boot: int = 2000, seed: int = 0
 ) -> tuple[float, tuple[float, float]]:
-    """Mean of per-replicate ``values`` and its bias-corrected bootstrap interval over replicates.
+    """Mean of per-replicate ``values`` and its confidence interval over replicates.
 
     ``values`` is one number per independent replicate (training seed, or seed × order). NaN
     replicates are refused: a replicate that failed must be reported, not silently dropped.
     With one replicate the interval is (NaN, NaN): one seed cannot say how much seeds vary.
 
+    ``method="t"`` (default): mean ± t_{n−1}·s/√n, the Student interval. Replicates are few
+    (3–5 training seeds), and there a bootstrap over replicates is far too narrow — with 3 seeds
+    the percentile bootstrap covers the mean about 70 % of the time at a nominal 95 % (a resample
+    of 3 values sees at most 3 distinct points); the t interval has its nominal coverage for
+    normal replicates and widens as it should when n is small. ``method="bootstrap"``:
+    bias-corrected bootstrap percentiles (``theory.bootstrap_interval``), for many replicates of
+    skewed quantities.
+
     Example:
         >>> mean, (lo, hi) = replicate_interval([1.9, 2.0, 2.1, 2.05, 1.95])
-        >>> round(mean, 3), lo < mean < hi
-        (2.0, True)
+        >>> round(mean, 3), round(lo, 3), round(hi, 3)
+        (2.0, 1.902, 2.098)
     """
     x = _replicates("values", values)
     level = check_fraction("level", level)
+    if method not in ("t", "bootstrap"):
+        raise ValueError(f"method={method!r} is not supported; choose one of 't', 'bootstrap'.")
     n_boot = check_int("n_boot", n_boot, low=1)
     mean = float(x.mean())
     if len(x) < 2:
         return mean, (math.nan, math.nan)
+    if method == "t":
+        from scipy import stats
+
+        half = float(stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+        return mean, (mean - half, mean + half)
     rng = np.random.default_rng(check_seed("seed", seed))
     boots = x[rng.integers(0, len(x), (n_boot, len(x)))].mean(1)
     return mean, bootstrap_interval(boots, mean, level)
 
 
 def paired_difference(
-    a: Any, b: Any, *, level: float = 0.95, n_boot: int = 2000, seed: int = 0
+    a: Any, b: Any, *, level: float = 0.95, method: str = "t", n_boot: int = 2000, seed: int = 0
 ) -> tuple[float, tuple[float, float]]:
     """Mean of b − a over paired replicates (the same seed under two conditions), with interval.
 
     ``a[i]`` and ``b[i]`` must come from the same replicate (training seed, data order,
     directions) under the two conditions; pairing removes the variation the two share. The
-    interval resamples the pairs (``replicate_interval`` of the differences).
+    interval is ``replicate_interval`` of the differences (Student t by default).
 
     Example:
         >>> diff, (lo, hi) = paired_difference([1.0, 2.0, 3.0], [1.5, 2.4, 3.6])
@@ -224,7 +239,7 @@ def paired_difference(
         raise ValueError(
             f"a and b must hold one value per shared replicate; got {len(x)} and {len(y)}."
         )
-    return replicate_interval(y - x, level=level, n_boot=n_boot, seed=seed)
+    return replicate_interval(y - x, level=level, method=method, n_boot=n_boot, seed=seed)
 
 
 def bound_ratio(

@@ -35,6 +35,10 @@ KINDS = ("measured", "extrapolated", "censored")
 #: k on" says little when only a few k after it were seen.
 MEASURED_SHARE = 0.9
 
+#: How far above the fitted power law the measured bound may sit at the end of the measured share
+#: before an extrapolation is refused (the bound carries z standard errors the mean does not).
+FIT_TOLERANCE = 2.0
+
 
 @dataclass(frozen=True, eq=False)
 class Sufficiency:
@@ -51,8 +55,8 @@ class Sufficiency:
             percentiles of the crossing when extrapolated; (NaN, NaN) when censored.
         kind: ``"measured"`` — the upper bound settles below ε within the first
             ``MEASURED_SHARE`` of the measured k; ``"extrapolated"`` — it does not, and the power
-            law fitted on the data (its slope's interval wholly negative) crosses ε beyond that
-            point; ``"censored"`` — neither: k* lies beyond ``at_least`` and the data cannot say
+            law fitted on the data (its slope's interval wholly negative, the measured bound
+            following it at the end of the measured share) crosses ε beyond the data; ``"censored"`` — neither: k* lies beyond ``at_least`` and the data cannot say
             where (``reason`` says why).
         level: confidence level of the bounds.
         at_least: for a censored answer, the k beyond which k* must lie (the end of the measured
@@ -167,9 +171,10 @@ def k_star(
     ``MEASURED_SHARE`` of the measured k, k* is **measured**. Otherwise the power law
     Δ_k ≈ C k^(−α) fitted on k ≥ ``fit_k_min`` (default: the geometric middle of the measured k)
     decides: k* is **extrapolated** where the fit decreases (its slope's bootstrap interval
-    wholly below 0) and crosses ε beyond the measured share; anything else — a fit that may not
-    decrease, or one whose crossing lies inside the data where the measured bound did not settle
-    — is **censored**: k* lies beyond the measured share, and the data cannot say where.
+    wholly below 0), crosses ε beyond the data, and the measured bound follows it at the end of the
+    measured share (it has settled below FIT_TOLERANCE × the fit's level there); anything else — a
+    fit that may not decrease, a crossing inside the data where the bound did not settle, late
+    spikes the mean decay ignores — is **censored**: k* lies beyond the measured share, and the data cannot say where.
     """
     _check_curve(curve)
     epsilon = check_positive("epsilon", epsilon)
@@ -208,10 +213,20 @@ def k_star(
     boots = boots[np.isfinite(boots)]
     interval = bootstrap_interval(boots, estimate, level) if len(boots) else (estimate, estimate)
     conservative = max(interval[1], estimate)
-    if not conservative > cut:
+    if not conservative > k[-1]:
         return Sufficiency(**censored, reason=(
             f"the power law fitted on k ≥ {fit.k_min} crosses ε at k ≈ {conservative:,.0f}, inside "
             "the data, where the measured bound has not settled"))
+    # The fit describes the mean decay; k* asks when the bound *stays* below. Trust the
+    # extrapolation only where the data already behave so at the end of the measured share: the
+    # bound must have settled by `cut` below the level the fit puts there (ε·(k*/cut)^α, within
+    # FIT_TOLERANCE). Late spikes (hard samples arriving) that the mean decay ignores censor it.
+    level_at_cut = FIT_TOLERANCE * epsilon * (estimate / cut) ** fit.alpha
+    if not _settles(k, curve.value + z * stderr, level_at_cut) <= cut:
+        return Sufficiency(**censored, reason=(
+            f"the measured bound does not follow the power law fitted on k ≥ {fit.k_min}: it has "
+            f"not settled below {level_at_cut:.2g} by k = {cut:,.0f}, where the fit (crossing ε at "
+            f"k ≈ {estimate:,.0f}) says it should have"))
     return Sufficiency(
         epsilon=epsilon,
         k_star=conservative,

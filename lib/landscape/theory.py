@@ -169,6 +169,39 @@ def pointwise_bound(max_loss: float, max_hessian_norm: float, radius: float, k) 
     return 2 * (max_loss + max_hessian_norm * radius**2) / _sample_counts(k)
 
 
+def pointwise_bound_ratio(losses, max_loss: float, max_hessian_norm: float, radius: float):
+    """Worst case, over every data order and every k, of |d_k(w)| against ``pointwise_bound``.
+
+    For per-sample losses l_1..l_K at a point w and any order, k·|d_k(w)| = |l_k − L_{k−1}(w)|,
+    and L_{k−1} is a mean of the other losses, so it is at most max_i l_i − min_i l_i, with
+    equality at k = 2 for the order that puts the smallest and the largest loss first. The largest
+    ratio of |d_k(w)| to paper 002's 2(M_ℓ + M_H R²)/k over all orders and k = 2..K is therefore
+
+        (max_i l_i(w) − min_i l_i(w)) / (2(M_ℓ + M_H R²)),
+
+    one number per row of ``losses`` (one row per point w; a 1-D array is one point). Above 1
+    the bound fails at that point for some order; no order needs to be drawn to know it.
+
+    Example:
+        >>> pointwise_bound_ratio([0.1, 2.0, 0.5], max_loss=2.0, max_hessian_norm=1.0, radius=0.0)
+        array(0.475)
+    """
+    losses = check_numbers("losses", losses, ndim=None)
+    if losses.ndim == 0 or losses.shape[-1] < 2:
+        raise ValueError(
+            f"losses has shape {losses.shape}; expected K >= 2 per-sample losses per point "
+            "(the last axis), so that d_k = L_k - L_(k-1) exists."
+        )
+    if not np.isfinite(losses).all():
+        raise ValueError("losses holds non-finite values; the worst case over orders is undefined.")
+    bound = pointwise_bound(max_loss, max_hessian_norm, radius, 1.0) / 2
+    if not bound > 0:
+        raise ValueError(
+            f"the bound 2(M_l + M_H R^2) is {2 * bound:g}; it must be positive to compare with."
+        )
+    return np.asarray((losses.max(-1) - losses.min(-1)) / (2 * bound))
+
+
 # -- rates ----------------------------------------------------------------------------------------
 
 
