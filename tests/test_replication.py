@@ -335,7 +335,7 @@ def test_claims_per_variant_and_describe_claims():
     ].statement == "CNN 2×16 decays like k⁻²."
     text = replication.describe_claims(ledger, ".2f", symbol="α")
     assert text.startswith(
-        "1 holds, 1 fails, 0 inconclusive: CNN 2×16 decays like k⁻². — **holds** (α = 2.00"
+        "1 holds, 1 fails, 0 inconclusive: CNN 2×16 decays like k⁻². — holds (α = 2.00"
     )
     assert replication.describe_claims([]) == "0 hold, 0 fail, 0 inconclusive"
 

@@ -25,14 +25,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import prefix
+from . import prefix, surface
 from .checks import check_flag, check_int, check_positive, check_seed
 from .delta import Curve
 from .directions import Subspace, check_subspace
 from .problem import Problem, check_problem, spans
 from .progress import bar
 from .seeding import generator
-from .surface import Surface, _check_ks, _check_span
+from .surface import Surface
 
 __all__ = ["monte_carlo", "reshuffled_orders", "scan"]
 
@@ -180,33 +180,7 @@ def scan(
     ``surface.scan``'s; ``prefix_loss`` and ``difference`` are not.
     """
     subspace = check_subspace(prob, subspace)
-    if subspace is None or subspace.dim not in (1, 2):
-        got = "None (the full space)" if subspace is None else f"d={subspace.dim}"
-        raise ValueError(
-            f"subspace must have d=1 or d=2 directions for a landscape slice; got {got}."
-        )
     points = check_int("points", points, low=2, high=501)
-    low, high = _check_span(span)
-    ks = _check_ks(ks, prob.num_samples)
-    seed = check_seed("seed", seed)
-    axis = np.linspace(low, high, points)
-    grids = np.meshgrid(*([axis] * subspace.dim), indexing="ij")
-    T = torch.as_tensor(np.stack([g.ravel() for g in grids], axis=1), dtype=prob.dtype)
-    losses = prob.per_sample_losses(
-        prob.center + T.to(prob.device) @ subspace.basis.T, progress=progress
-    )
-    orders = reshuffled_orders(prob.num_samples, len(T), seed).to(prob.device)
-    means = prefix.means(
-        losses.to(torch.float64).gather(1, orders)
-    )  # (points^d, K), own order each
-    shape = (points,) * subspace.dim
-    prefix_k = means[:, ks - 1].T.reshape(len(ks), *shape)
-    previous = means[:, ks - 2].T.reshape(len(ks), *shape)
-    return Surface(
-        coords=tuple(axis.copy() for _ in range(subspace.dim)),
-        k=ks,
-        loss=means[:, -1].reshape(shape).cpu().numpy(),
-        prefix_loss=prefix_k.cpu().numpy(),
-        difference=(prefix_k - previous).cpu().numpy(),
-        kind=subspace.kind,
-    )
+    count = points ** (1 if subspace is None else subspace.dim)
+    orders = reshuffled_orders(prob.num_samples, count, check_seed("seed", seed))
+    return surface.scan(prob, subspace, span, points, ks, progress=progress, orders=orders)

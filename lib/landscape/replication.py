@@ -699,13 +699,13 @@ def describe_ranking(entries: Sequence[RankEntry], fmt: str = ".3g") -> str:
 
 
 def describe_claims(ledger: Sequence[_claims.Claim], fmt: str = "+.3f", symbol: str = "Δ") -> str:
-    """``"2 hold, 1 fails, 0 inconclusive: <claim> — **holds** (Δ = +0.04 [+0.01, +0.07]); …"``.
+    """``"2 hold, 1 fails, 0 inconclusive: <claim> — holds (Δ = +0.04 [+0.01, +0.07]); …"`` (plain text).
 
     Each claim is named by its statement up to the first colon.
     """
     counts = _claims.verdict_counts(ledger)
     listed = "; ".join(
-        f"{c.statement.split(':')[0]} — **{c.verdict}** ({symbol} = {c.estimate:{fmt}} "
+        f"{c.statement.split(':')[0]} — {c.verdict} ({symbol} = {c.estimate:{fmt}} "
         f"[{c.interval[0]:{fmt}}, {c.interval[1]:{fmt}}])"
         for c in ledger
     )

@@ -112,6 +112,7 @@ def scan(
     points: int = 41,
     ks: Sequence[int] = (),
     progress: bool = True,
+    orders: torch.Tensor | None = None,
 ) -> Surface:
     """Evaluate the landscape on a grid in a 1-D or 2-D subspace.
 
@@ -122,6 +123,9 @@ def scan(
         points: grid points per direction.
         ks: prefix sizes (2 ≤ k ≤ K, one or a sequence) for which L_k and d_k are kept; L_K is
             always kept.
+        orders: None (every grid point uses the Problem's one data order, as it must), or
+            (points^d, K) permutations, one per grid point — how the papers' original code
+            computed it by accident (``original.scan``); L_K does not depend on them.
     """
     subspace = check_subspace(prob, subspace)
     if subspace is None or subspace.dim not in (1, 2):
@@ -137,6 +141,13 @@ def scan(
     T = torch.as_tensor(np.stack([g.ravel() for g in grids], axis=1), dtype=prob.dtype)
     W = prob.center + T.to(prob.device) @ subspace.basis.T
     losses = prob.per_sample_losses(W, progress=progress).to(torch.float64)
+    if orders is not None:
+        if tuple(orders.shape) != tuple(losses.shape):
+            raise ValueError(
+                f"orders has shape {tuple(orders.shape)}; expected one permutation of the "
+                f"{prob.num_samples} samples per grid point, {tuple(losses.shape)}."
+            )
+        losses = losses.gather(1, orders.to(losses.device))
     means = prefix.means(losses)  # (points^d, K): L_k at every grid point
     shape = (points,) * subspace.dim
     prefix_k = means[:, ks - 1].T.reshape(len(ks), *shape)
