@@ -7,6 +7,19 @@ from torch import nn
 from landscape.problem import Problem
 
 
+@pytest.fixture(scope="module")
+def fixed_library_fingerprint():
+    """The plan runner's library fingerprint, pinned for a test module: edits to lib/landscape
+    elsewhere (another session at work) must not make its runs out of date mid-test. Request it with
+    ``pytestmark = pytest.mark.usefixtures("fixed_library_fingerprint")`` so that it is set up
+    before the module's plan fixtures."""
+    from landscape.reports import records
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(records, "library_fingerprint", lambda: "library under test")
+        yield
+
+
 def tiny_net(seed: int = 0, batch_norm: bool = False) -> nn.Module:
     torch.manual_seed(seed)
     layers = [nn.Linear(4, 5)]

@@ -26,7 +26,7 @@ from nbformat.v4 import (
 from PIL import Image
 
 from landscape import reports
-from landscape.reports import outputs, records, render
+from landscape.reports import outputs, render
 
 
 def _png(width: int, height: int, colour: str = "red") -> bytes:
@@ -79,11 +79,7 @@ def _recording(claims: list[dict], headline: str) -> str:
     )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _fixed_library_fingerprint():
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(records, "library_fingerprint", lambda: "library under test")
-        yield
+pytestmark = pytest.mark.usefixtures("fixed_library_fingerprint")
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import torch
 
 from landscape import claims, experiment, replication, surface, theory
 from landscape.problem import Problem
+from landscape.replication import compare
 
 from conftest import tiny_data, tiny_net
 
@@ -176,10 +177,10 @@ def test_claims_follow_the_paired_difference_and_need_three_seeds():
 
 
 def test_abs_interval_is_the_image_of_the_interval():
-    assert replication._abs_interval((-0.3, 0.1)) == (0.0, 0.3)
-    assert replication._abs_interval((-0.5, -0.2)) == (0.2, 0.5)
-    assert replication._abs_interval((0.2, 0.4)) == (0.2, 0.4)
-    assert all(math.isnan(x) for x in replication._abs_interval((math.nan, math.nan)))
+    assert compare._abs_interval((-0.3, 0.1)) == (0.0, 0.3)
+    assert compare._abs_interval((-0.5, -0.2)) == (0.2, 0.5)
+    assert compare._abs_interval((0.2, 0.4)) == (0.2, 0.4)
+    assert all(math.isnan(x) for x in compare._abs_interval((math.nan, math.nan)))
 
 
 def test_values_name_a_missing_or_non_numeric_measure():

@@ -88,12 +88,7 @@ def _text(path: Path) -> str:
     return path.read_text(encoding="utf-8")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _fixed_library_fingerprint():
-    """Edits to lib/landscape elsewhere must not make these runs out of date mid-test."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(records, "library_fingerprint", lambda: "library under test")
-        yield
+pytestmark = pytest.mark.usefixtures("fixed_library_fingerprint")
 
 
 @pytest.fixture(scope="module")

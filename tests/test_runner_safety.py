@@ -26,7 +26,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from landscape import reports
 from landscape.__main__ import main
-from landscape.reports import records, render
+from landscape.reports import render
 
 NAP = (
     "import os, pathlib, time\n"
@@ -58,12 +58,7 @@ def _snapshot(run_dir: Path) -> dict[str, bytes]:
     }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _fixed_library_fingerprint():
-    """Edits to lib/landscape elsewhere must not make these runs out of date mid-test."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(records, "library_fingerprint", lambda: "library under test")
-        yield
+pytestmark = pytest.mark.usefixtures("fixed_library_fingerprint")
 
 
 @pytest.fixture(scope="module")
