@@ -95,7 +95,20 @@ def ran(tmp_path_factory):
     _notebook(
         root / "first.ipynb", new_code_cell(_recording(first, "α is 2.0: it holds.")), caption
     )
-    _notebook(root / "second.ipynb", new_code_cell(_recording(second, "Batch-norm: a tie.")))
+    _notebook(
+        root / "second.ipynb",
+        new_code_cell(_recording(second, "Batch-norm: a tie.")),
+        new_code_cell(
+            "from landscape import claims\n"
+            "nan = float('nan')\n"
+            "ledger = [claims.claim('bn_narrows', 'Statement of bn_narrows.', nan, [nan, nan],\n"
+            "                       {'below': 0}),\n"
+            "          claims.claim('gap_rate', 'The gap decays like k⁻².', 2.4, [2.3, 2.5],\n"
+            "                       {'between': [1.8, 2.2]})]\n"
+            "claims.conclude(output_dir, ledger, headline='Batch-norm: a tie.',\n"
+            "                reading='### Reading\\n\\nThe gap decays **faster** than k⁻².')"
+        ),
+    )
     _notebook(
         root / "broken.ipynb",
         new_code_cell(
@@ -149,6 +162,25 @@ def test_the_report_opens_with_headline_and_ledger(ran):
     assert "n/a [n/a, n/a] at 95 %" in nan_claim and "1 inconclusive" in nan_claim
 
 
+def test_the_reading_opens_the_report_and_is_not_shown_twice(ran):
+    page = ran.second
+    answer = page[page.index('id="answer"') : page.index("</section>", page.index('id="answer"'))]
+    assert "<strong>faster</strong>" in answer  # the reading's markdown, rendered
+    assert "The gap decays like k⁻²." in answer  # conclude's ledger replaced the first record's
+    notebook_part = page[page.index("</section>", page.index('id="answer"')) :]
+    assert "<strong>faster</strong>" not in notebook_part  # the cell's output (ledger + reading) is left out
+    stored = json.loads((ran.folder / "second" / "results.json").read_text())
+    assert stored["reading"].endswith("decays **faster** than k⁻².")
+    assert [(c["id"], c["verdict"]) for c in stored["claims"]] == [
+        ("bn_narrows", "inconclusive"),
+        ("gap_rate", "fails"),
+    ]
+    executed = nbformat.read(ran.folder / "second" / "notebook.ipynb", as_version=4)
+    shown = executed.cells[-1].outputs  # in Jupyter: headline, ledger and reading
+    assert "**Batch-norm: a tie.**" in shown[0]["data"]["text/markdown"]
+    assert "| **fails** | The gap decays like k⁻²." in shown[0]["data"]["text/markdown"]
+
+
 def test_a_run_without_claims_shows_nothing_extra(ran):
     assert 'id="answer"' not in ran.broken
 
@@ -182,7 +214,7 @@ def test_claims_page_lists_the_claims_of_every_run(ran):
     body = ran.claims[ran.claims.index("<tbody>") :]
     rows = re.findall(r"<tr>.*?</tr>", body, re.S)
     runs = [re.search(r'href="(\w+)/report.html"', row).group(1) for row in rows]
-    assert runs == ["first", "second", "first"]  # fails, inconclusive, holds
+    assert runs == ["first", "second", "second", "first"]  # fails ×2, inconclusive, holds
     assert "<script>" in ran.claims and 'data-sort="rank"' in ran.claims
     assert 'href="index.html"' in ran.claims
 

@@ -20,6 +20,7 @@ over replicates, paired where two conditions share seeds). Nothing here trains o
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -27,6 +28,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .checks import check_fraction, check_int, check_seed
+from .reports.results import READING_OUTPUT, record
 from .theory import bootstrap_interval
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "bootstrap_statistic",
     "bound_ratio",
     "claim",
+    "conclude",
     "ledger_table",
     "paired_difference",
     "replicate_interval",
@@ -362,6 +365,31 @@ def ledger_table(claims: Sequence[Claim]) -> str:
             f"{_fmt(c.estimate)} [{_fmt(lo)}, {_fmt(hi)}] | {c.replicates} | {c.source} |"
         )
     return "\n".join(rows)
+
+
+def conclude(
+    output_dir: str | os.PathLike[str] | None,
+    ledger: Sequence[Claim],
+    *,
+    headline: str,
+    reading: str,
+) -> None:
+    """A notebook's last step: record its answer in results.json and show it below the notebook.
+
+    ``headline`` (one sentence) and ``reading`` (markdown: what the ledger's numbers say, computed
+    from them; it need not repeat the headline) go into results.json beside ``"claims"``, where a report's first screen shows them
+    above the figures (:func:`landscape.reports.render_report`). In Jupyter the ledger and the
+    reading appear as the cell's output; that output is marked (:data:`READING_OUTPUT`) so the
+    rendered report, which already opens with both, does not show them twice.
+    """
+    from IPython.display import Markdown, display
+
+    headline, reading = headline.strip(), reading.strip()
+    record(output_dir, headline=headline, reading=reading, claims=list(ledger))
+    display(
+        Markdown(f"**{headline}**\n\n{ledger_table(ledger)}\n\n{reading}"),
+        metadata={READING_OUTPUT: True},
+    )
 
 
 def _interval(interval: Sequence[float]) -> tuple[float, float]:

@@ -1,7 +1,8 @@
 """What a report shows of a notebook's outputs: noise dropped, figures given alt text.
 
 :func:`clean_outputs` filters an executed notebook before nbconvert renders it: progress bars,
-warnings and other ``stderr`` streams, and bare object reprs (``PosixPath(...)``,
+warnings and other ``stderr`` streams, the output that shows the ledger and the reading (the
+report opens with both), and bare object reprs (``PosixPath(...)``,
 ``<Figure ...>``, ``<pandas ... Styler at 0x...>``) are dropped; an ``error`` output (the
 traceback of a failed run) is never touched, and a cell that raised keeps its ``stderr`` too (less
 its progress bars). Each image output gets alt text (:data:`ALT_KEY` in its metadata): the file
@@ -15,6 +16,8 @@ import ast
 import copy
 import re
 from typing import Any
+
+from landscape.reports.results import READING_OUTPUT
 
 __all__ = ["ALT_KEY", "clean_outputs", "is_bare_repr", "strip_progress"]
 
@@ -38,7 +41,8 @@ def clean_outputs(nb: Any) -> Any:
 
     Per code cell: ``stderr`` streams are dropped (warnings, progress bars), except in a cell that
     raised, where only their progress-bar lines go; progress-bar lines are dropped from ``stdout``
-    too; outputs whose only content is a bare object repr (:func:`is_bare_repr`) are dropped;
+    too; outputs whose only content is a bare object repr (:func:`is_bare_repr`) are dropped, and
+    so is the output marked :data:`~landscape.reports.results.READING_OUTPUT`;
     ``error`` outputs are kept as they are. Image outputs get alt text under :data:`ALT_KEY`.
     """
     nb = copy.deepcopy(nb)
@@ -110,6 +114,8 @@ def _cleaned(output: dict[str, Any], failed: bool) -> dict[str, Any] | None:
         output["text"] = shown
         return output
     if kind in ("execute_result", "display_data"):
+        if output.get("metadata", {}).get(READING_OUTPUT):
+            return None  # the ledger and reading: the report's first screen shows them already
         data = output.get("data", {})
         if set(data) <= {"text/plain"} and is_bare_repr(_text(data.get("text/plain", ""))):
             return None

@@ -81,7 +81,7 @@ MATHJAX = f"mathjax/{MATHJAX_BUNDLE}"
 #: Longest parameter value the index shows in full.
 _PARAMETER_CHARS = 40
 #: results.json keys the index shows as the run's answer, not among "all numbers".
-_SUMMARY_KEYS = ("claims", "headline", "headline_figure")
+_SUMMARY_KEYS = ("claims", "headline", "headline_figure", "reading")
 #: Order of the verdicts in a ledger (what a reader must not miss first), and their colours.
 _VERDICT_RANK = {"fails": 0, "inconclusive": 1, "holds": 2}
 _VERDICT_COLOURS = {"fails": "#c62828", "inconclusive": "#8a6d00", "holds": "#2e7d32"}
@@ -149,7 +149,8 @@ def summarize_results(results: Mapping[str, Any]) -> dict[str, Any] | None:
     """What a report and the index show of a run's results.json, or None when it records none.
 
     Returns:
-        ``{"headline": str, "counts": [{"verdict", "count", "colour"}], "claims": [row, ...]}``,
+        ``{"headline": str, "counts": [{"verdict", "count", "colour"}], "claims": [row, ...],
+        "reading": str}`` (the reading is markdown, rendered on the report's first screen),
         the claims sorted fails first, each row with ``verdict``, ``colour``, ``statement``,
         ``note``, ``estimate`` ("2.01 [1.95, 2.08] at 95 %"), ``region``, ``replicates``,
         ``source`` and ``id``.
@@ -157,16 +158,17 @@ def summarize_results(results: Mapping[str, Any]) -> dict[str, Any] | None:
     raw = results.get("claims")
     claims = [_claim_row(c) for c in raw if isinstance(c, Mapping)] if isinstance(raw, list) else []
     claims.sort(key=lambda row: _VERDICT_RANK.get(row["verdict"], len(_VERDICT_RANK)))
-    headline = results.get("headline")
+    headline, reading = (results.get(key) for key in ("headline", "reading"))
     headline = headline.strip() if isinstance(headline, str) else ""
-    if not claims and not headline:
+    reading = reading.strip() if isinstance(reading, str) else ""
+    if not claims and not headline and not reading:
         return None
     counts = [
         {"verdict": v, "count": n, "colour": _VERDICT_COLOURS.get(v, _UNKNOWN_COLOUR)}
         for v, n in Counter(row["verdict"] for row in claims).items()
     ]
     counts.sort(key=lambda c: _VERDICT_RANK.get(c["verdict"], len(_VERDICT_RANK)))
-    return {"headline": headline, "counts": counts, "claims": claims}
+    return {"headline": headline, "counts": counts, "claims": claims, "reading": reading}
 
 
 def _claim_row(claim: Mapping[str, Any]) -> dict[str, Any]:

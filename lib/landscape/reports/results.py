@@ -26,6 +26,7 @@ from landscape.reports.plans import NAME_PATTERN
 __all__ = [
     "NON_FINITE",
     "OUTPUT_DIR_ENV",
+    "READING_OUTPUT",
     "from_json",
     "output_path",
     "read_json",
@@ -38,6 +39,9 @@ __all__ = [
 
 #: Environment variable that :func:`record` and :func:`resolve_output_dir` read when no folder is given.
 OUTPUT_DIR_ENV = "LANDSCAPE_OUTPUT_DIR"
+#: Metadata key of the notebook output that shows the ledger and the reading
+#: (:func:`landscape.claims.conclude`); a report leaves it out, since its first screen shows both.
+READING_OUTPUT = "landscape_reading"
 #: How results.json spells the floats JSON has no number for (``float()`` reads them back).
 NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
