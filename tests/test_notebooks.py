@@ -59,7 +59,7 @@ TINY: dict[str, dict] = {
         "sigma_dim": 2,
         "draws": 16,
         "grid_points": 9,
-        "n_boot": 50,
+        "orders": 3,
         "fit_k_min": 10,
     },
     "04_hessian_subspace": {
@@ -193,6 +193,9 @@ def _check_theorem(r: dict) -> None:
     assert _positive_finite(r["ratio_mc_complete"]) and _positive_finite(r["ratio_mc_paper"])
     assert all(_contains(ci, a) for a, ci in zip(r["alpha_mc"], r["alpha_mc_ci"], strict=True))
     assert _contains(r["alpha_gap_orders_ci"], r["alpha_gap_orders"])
+    assert all(_contains(ci, a) for a, ci in zip(r["alpha_orders"], r["alpha_orders_ci"], strict=True))
+    rates = [by_id[i] for i in by_id if i.startswith("rate_sigma_")]  # the rate rests on data orders
+    assert len(rates) == n and all("bootstrap over orders" in c["note"] for c in rates)
     assert r["M_loss"] > 0 and r["M_grad"] > 0 and r["M_H"] > 0
 
 
@@ -232,7 +235,9 @@ def _check_sampling(r: dict) -> None:
     assert len(by_id) == len(r["claims"])  # ids are unique
     ids = {"sigma_matters", "sigma_flat_small", "dim_no_effect", "dim_no_effect_original_code"}
     assert ids <= set(by_id)
-    assert sum(i.startswith("alpha_") for i in by_id) == len(r["sigmas"]) + len(r["dims"])
+    shared = r["dim_sigma"] in r["sigmas"] and r["sigma_dim"] in r["dims"]  # one curve, one claim
+    assert sum(i.startswith("alpha_") for i in by_id) == len(r["sigmas"]) + len(r["dims"]) - shared
+    assert all(by_id[i]["replicates"] == len(r["seeds"]) >= 3 for i in ids)  # compared over training seeds
     assert _positive_finite(r["dim_level_original_code"])
     assert all(v >= 0 for v in r["grid_step"] + r["grid_step_original_code"])
 
@@ -273,6 +278,8 @@ def _check_pointwise(r: dict) -> None:
         assert 0 < net["M_H"] <= net["M_H bound"]
         assert _contains([net["alpha lo"], net["alpha hi"]], net["alpha"])
     _check_replicated_claims(r, count=len(r["sweep"]) + 3)  # α per network, the bound at and beyond w*, M_H
+    assert len(r["seeds"]) >= 3 and all(c["replicates"] == len(r["seeds"]) for c in r["claims"])  # over seeds
+    assert np.shape(r["alpha_per_seed"]) == (len(r["sweep"]), len(r["seeds"]))
     by_id = {c["id"]: c for c in r["claims"]}
     assert by_id["pointwise_bound_at_w_star"]["estimate"] <= 0.5 + 1e-12  # losses ≥ 0 and M_ℓ = max l_i
     assert by_id["hessian_bound_every_network"]["verdict"] == "holds"  # a theorem for these networks
@@ -297,6 +304,8 @@ def _check_sufficiency(r: dict) -> None:
     assert all(0 <= a <= 1 for a in r["learning_accuracy"])
     _check_replicated_claims(r)
     assert [c["id"] for c in r["claims"]][0] == "delta_rate_two" and "k*(ε" in r["headline"]
+    assert r["claims"][0]["replicates"] == len(r["seeds"]) >= 3  # α over training seeds
+    assert len(r["alpha_per_seed"]) == len(r["seeds"]) and _contains(r["alpha_pooled_ci"], r["alpha_pooled"])
 
 
 #: What each notebook's results must satisfy, whatever the numbers.

@@ -3,7 +3,8 @@
 k*(ε) is the smallest k after which the upper confidence bound of Δ_k stays below ε. Where the
 measured curve never settles below ε before the data run out, k* is extrapolated from the fitted
 power law Δ_k ≈ C k^(−α) and flagged as an extrapolation, with an interval from the fit's
-bootstrap. A relative criterion divides Δ_k by L_k(w*)². The learning curve (test accuracy of
+bootstrap. A relative criterion divides Δ_k by L_k(w*)². ``pool`` joins the curves of independent
+training seeds into one over seeds × orders. The learning curve (test accuracy of
 networks trained on the first k samples), the performance-based answer to set beside it, lives
 in ``experiment`` (it trains networks; nothing here does).
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -116,6 +118,52 @@ class Sufficiency:
             f"{what} stays below ε = {self.epsilon:.3g} from k* = {self.k_star:,.0f} "
             f"(estimate {self.estimate:,.0f}, interval {low:,.0f}–{high:,.0f}; {how})."
         )
+
+
+def pool(curves: Sequence[Curve]) -> Curve:
+    """Δ_k of independent replicates (training seeds) pooled into one curve over their data orders.
+
+    Each curve comes from its own trained network (and directions) and averages several data
+    orders (``monte_carlo(..., orders=P)``, P ≥ 2). The pooled value is the mean over every
+    (replicate, order) unit; its ``stderr``, ``samples`` and ``per_order`` are over those units,
+    so ``k_star`` and ``fit_rate`` bootstrap over seeds × orders (SPEC §11). Units from one seed
+    share its network, so this interval is narrower than one over seeds alone would be; claims
+    about the network take their intervals over seeds (``claims.replicate_interval``).
+
+    Example:
+        >>> pooled = pool([across_orders(monte_carlo(prob_s, 0.1, 100, orders=5)) for prob_s in probs])  # doctest: +SKIP
+    """
+    curves = list(curves)
+    for i, c in enumerate(curves):
+        _check_curve(c)
+        if c.per_order is None or c.orders < 2:
+            raise ValueError(
+                f"curves[{i}] averages {c.orders} data order(s); pool needs each replicate's "
+                "per-order estimates (monte_carlo(..., orders=P) with P >= 2)."
+            )
+    if not curves:
+        raise ValueError("curves is empty; pass one curve per replicate.")
+    first = curves[0]
+    for i, c in enumerate(curves[1:], 1):
+        if not np.array_equal(c.k, first.k) or c.sigma != first.sigma or c.dim != first.dim:
+            raise ValueError(
+                f"curves[{i}] (k = {c.k[0]}..{c.k[-1]}, σ = {c.sigma:g}, d = {c.dim}) does not match "
+                f"curves[0] (k = {first.k[0]}..{first.k[-1]}, σ = {first.sigma:g}, d = {first.dim})."
+            )
+    units = np.concatenate([c.per_order for c in curves])
+    with np.errstate(invalid="ignore"):
+        value = np.nanmean(units, axis=0)
+        stderr = np.nanstd(units, axis=0, ddof=1) / np.sqrt(np.isfinite(units).sum(0))
+    return replace(
+        first,
+        value=value,
+        stderr=stderr,
+        draws=sum(c.draws for c in curves),
+        nonfinite=np.sum([c.nonfinite for c in curves], axis=0),
+        orders=len(units),
+        per_order=units,
+        samples=units,
+    )
 
 
 def relative(curve: Curve, prob: Problem) -> Curve:
