@@ -4,6 +4,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.install-stamp
 PLAN   ?= reports/plans/quick.yaml
+# e.g. make reports RUN_ARGS="--jobs 2" or RUN_ARGS="--scheduler tcp://host:8786 --set epochs=1"
+RUN_ARGS ?=
 
 # OpenMP threads that spin while they wait stall each other on a busy 2-core machine (measured:
 # training a small MLP took 18–35 s instead of 1.4 s under load); passive waiting costs little when idle.
@@ -24,7 +26,7 @@ $(STAMP): pyproject.toml environment.yml
 	@touch $(STAMP)
 
 reports: $(STAMP)
-	$(PY) -m landscape run $(PLAN)
+	$(PY) -m landscape run $(PLAN) $(RUN_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check lib tests benchmarks

@@ -189,14 +189,14 @@ def test_rerun_skips_forces_and_follows_parameters(project, capsys):
     code = main(["run", plan, "--output-root", out])  # good is up to date, bad fails again
     printed = capsys.readouterr().out
     assert code == 1
-    assert "good: skipped (up to date)" in printed and "bad: running" in printed
+    assert "good: skipped (up to date)" in printed and "bad: submitted" in printed
     assert f"Report index: {project.runs / 'index.html'}" in printed
     assert _text(good_run) == before
     assert "up to date (earlier run)" in _text(project.runs / "index.html")
 
     code = main(["run", plan, "--only", "good", "--force", "--output-root", out])
     printed = capsys.readouterr().out
-    assert code == 0 and "good: running" in printed
+    assert code == 0 and "good: submitted" in printed
     assert _text(good_run) != before
 
     _plan(project.plan, good_x=4)  # a changed parameter makes the run out of date

@@ -26,7 +26,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from landscape import reports
 from landscape.__main__ import main
-from landscape.reports import render
+from landscape.reports import storing
 
 NAP = (
     "import os, pathlib, time\n"
@@ -102,8 +102,12 @@ def start(sleepy):
         slow = _plan(sleepy.root / "slow.yaml", 60, markers)
         command = [sys.executable, "-m", "landscape", "run", str(slow)]
         command += ["--output-root", str(sleepy.out), *args]
-        process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        process = subprocess.Popen(  # its own process group, as a terminal's foreground job
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
         )
         started.append(process)
         return process
@@ -164,7 +168,10 @@ def test_ctrl_c_marks_running_runs_interrupted_and_keeps_the_reports(
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith("landscape: error: plan folder") and f"(pid {process.pid})" in line
 
-    process.send_signal(signal.SIGINT)
+    if jobs == 2:  # Ctrl-C at a terminal: every process of the group, Dask's workers included
+        os.killpg(process.pid, signal.SIGINT)
+    else:
+        process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr
@@ -300,7 +307,8 @@ def test_a_full_disk_fails_that_run_with_one_line(sleepy, monkeypatch):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         return real(path, data)
 
-    monkeypatch.setattr(render, "write_atomic", full_disk)  # report.html is written there
+    # the files a worker returns are written into staging by the runner's process, there
+    monkeypatch.setattr(storing, "write_atomic", full_disk)
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         results = reports.run_plan(sleepy.fast, force=True, jobs=2, output_root=sleepy.out)

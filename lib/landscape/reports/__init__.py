@@ -8,7 +8,10 @@ run, skips runs whose notebook, parameters and library code are unchanged, and w
 last step (their numbers, and the ``claims``, ``headline`` and ``headline_figure`` that each report
 and the index open with). This package only re-exports; the code lives in ``results`` (what
 notebooks call), ``plans`` (schema and validation), ``records`` (fingerprints and run folders on
-disk), ``execute`` (papermill in a child process), ``runner`` (lock, staging, Ctrl-C), ``outputs``
+disk), ``execute`` (papermill in a child process), ``runner`` (lock, staging, Ctrl-C), ``cluster``
+(the Dask client: a local cluster or ``--scheduler``; imported only when a run executes, since
+``distributed`` takes a second to import), ``worker`` (one run as a Dask task, its files
+returned as bytes), ``storing`` (those files written into the run folder), ``outputs``
 (what a report shows of a notebook's outputs) and ``render`` (report.html, index.html and
 claims.html from the templates in ``templates/``). Nothing here computes mathematics; figures live
 in :mod:`landscape.plots`, the atomic write in :mod:`landscape.files`.
@@ -23,8 +26,10 @@ from landscape.reports.plans import (
     Run,
     RunResult,
     Status,
+    apply_overrides,
     load_plan,
     notebook_parameters,
+    parse_overrides,
     plan_output_dir,
     read_notebook,
 )
@@ -88,6 +93,7 @@ __all__ = [
     "Run",
     "RunResult",
     "Status",
+    "apply_overrides",
     "clean_outputs",
     "describe_error",
     "describe_plan",
@@ -104,6 +110,7 @@ __all__ = [
     "load_plan",
     "notebook_parameters",
     "output_path",
+    "parse_overrides",
     "plan_output_dir",
     "read_notebook",
     "read_results",

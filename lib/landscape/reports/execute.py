@@ -3,8 +3,9 @@
 Here live :func:`execute_notebook` (the runner's side: start the child, wait, stop it on request),
 :func:`child_main` (the child's side: run papermill, describe a failure), :func:`describe_error`
 (an exception as the few lines a report shows) and :func:`kernel_problem` (is the ``python3``
-kernel this interpreter's?). Nothing here knows about plans' folders, staging or run.json: that
-is :mod:`landscape.reports.runner`.
+kernel this interpreter's?). It runs wherever a run executes (on a Dask worker, see
+:mod:`landscape.reports.worker`). Nothing here knows about plans' folders, staging or run.json:
+that is :mod:`landscape.reports.runner` and :mod:`landscape.reports.storing`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import landscape
 from landscape.reports.plans import RESERVED_PARAMETER, Run, Status
@@ -30,6 +31,7 @@ from landscape.reports.plans import RESERVED_PARAMETER, Run, Status
 __all__ = [
     "KERNEL_NAME",
     "QUIET_KERNEL_ENV",
+    "StopFlag",
     "child_main",
     "describe_error",
     "execute_notebook",
@@ -43,6 +45,13 @@ KERNEL_NAME = "python3"
 #: report records none. tqdm reads ``TQDM_<argument>`` as the argument's default; TQDM_DISABLE
 #: would not do, since ``landscape.progress.bar`` passes ``disable`` itself, which wins.
 QUIET_KERNEL_ENV = {"TQDM_DELAY": "1e9"}
+
+
+class StopFlag(Protocol):
+    """What tells a running notebook to stop: ``threading.Event`` is one."""
+
+    def is_set(self) -> bool: ...
+
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _TRACEBACK_LINES = 20
@@ -60,7 +69,12 @@ _CHILD_COMMAND = (
 
 
 def execute_notebook(
-    run: Run, staging: Path, stop: threading.Event | None, grace: float
+    run: Run,
+    staging: Path,
+    stop: StopFlag | None,
+    grace: float,
+    *,
+    cwd: Path | None = None,
 ) -> tuple[Status, str | None]:
     """Run papermill on ``run`` into ``staging/notebook.ipynb`` in a child process.
 
@@ -70,19 +84,22 @@ def execute_notebook(
     Args:
         run: the run; its parameters are injected with ``output_dir=staging``.
         staging: the folder the notebook and its files are written to.
-        stop: when set (Ctrl-C), the notebook is stopped.
+        stop: when set (Ctrl-C), the notebook is stopped (anything with ``is_set()``: a
+            ``threading.Event``, or the flag a Dask worker polls).
         grace: seconds a stopped notebook gets to shut its kernel down before it is killed.
+        cwd: the kernel's working directory (default: the notebook's folder).
 
     Returns:
         ("succeeded", None), ("failed", description of the error) or ("interrupted", note).
     """
     error_file = staging.with_name(f"{staging.name}.error")
     error_file.unlink(missing_ok=True)
+    cwd = cwd or run.notebook.parent
     spec = {
         "input": str(run.notebook),
         "output": str(staging / "notebook.ipynb"),
         "parameters": {**run.parameters, RESERVED_PARAMETER: str(staging)},
-        "cwd": str(run.notebook.parent),
+        "cwd": str(cwd),
         "name": run.name,
         "error_file": str(error_file),
         "parent": os.getpid(),
@@ -93,7 +110,7 @@ def execute_notebook(
     process = subprocess.Popen(
         [sys.executable, "-c", _CHILD_COMMAND],
         stdin=subprocess.PIPE,
-        cwd=run.notebook.parent,
+        cwd=cwd,
         env={**os.environ, "PYTHONPATH": path, **QUIET_KERNEL_ENV},
         start_new_session=True,
     )
@@ -118,7 +135,7 @@ def execute_notebook(
     return "failed", described or f"the process executing the notebook {how}"
 
 
-def _wait_or_stop(process: subprocess.Popen, stop: threading.Event | None, grace: float) -> bool:
+def _wait_or_stop(process: subprocess.Popen, stop: StopFlag | None, grace: float) -> bool:
     """Wait for the child; if ``stop`` gets set first, stop it and return True."""
     while True:
         try:
@@ -172,6 +189,8 @@ def child_main() -> None:
     except KeyboardInterrupt:
         raise SystemExit(130) from None
     except Exception as exc:
+        if os.getppid() != spec["parent"]:  # the runner (or Dask worker) died: nobody to tell
+            raise SystemExit(1) from None
         described = describe_error(exc)
         try:
             Path(spec["error_file"]).write_text(described, encoding="utf-8")

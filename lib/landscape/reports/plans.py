@@ -2,8 +2,9 @@
 
 Here live :class:`Plan`, :class:`Run` and :class:`RunResult`, :func:`load_plan` (which checks
 every key and names the file, the run and the key of any mistake), :func:`read_notebook` and
-:func:`notebook_parameters` (what a run may set), and :func:`plan_output_dir` (where a plan's
-reports go). Nothing here executes a notebook, reads a report folder or writes a file: running
+:func:`notebook_parameters` (what a run may set), :func:`parse_overrides` and
+:func:`apply_overrides` (``landscape run --set KEY=VALUE``), and :func:`plan_output_dir` (where a
+plan's reports go). Nothing here executes a notebook, reads a report folder or writes a file: running
 is :mod:`landscape.reports.runner`, the state of a run on disk :mod:`landscape.reports.records`.
 
 Plan format::
@@ -19,6 +20,10 @@ Plan format::
 A notebook path is looked up relative to the current directory, then relative to the repository
 root (the plan file's ``../..``, as for ``reports/plans/quick.yaml``), then relative to the plan
 file's own folder. ``output_dir`` is reserved: the runner injects the absolute run folder.
+
+Overrides (``--set epochs=1 --set 'sigmas=[0.1]'``) are parsed as YAML and replace a parameter in
+every selected run whose notebook declares it, after the defaults and the run's own parameters;
+they are part of each run's parameters, and so of its fingerprint.
 """
 
 from __future__ import annotations
@@ -28,8 +33,8 @@ import json
 import os
 import re
 import warnings
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,8 +47,10 @@ __all__ = [
     "Run",
     "RunResult",
     "Status",
+    "apply_overrides",
     "load_plan",
     "notebook_parameters",
+    "parse_overrides",
     "plan_output_dir",
     "read_notebook",
 ]
@@ -54,6 +61,20 @@ Status = Literal["succeeded", "failed", "skipped", "interrupted"]
 RESERVED_PARAMETER = "output_dir"
 #: What a plan or run name may be: it becomes a folder name.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML's safe loader, reading ``1e-3`` as a float (YAML 1.1 wants ``1.0e-3``; 1.2 does not)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+"""
+        r"""|\.[0-9_]+(?:[eE][-+]?[0-9]+)?|\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"""
+    ),
+    list("-+0123456789."),
+)
 
 _PLAN_KEYS = frozenset({"name", "description", "defaults", "runs"})
 _RUN_KEYS = frozenset({"name", "description", "notebook", "parameters"})
@@ -147,7 +168,7 @@ def load_plan(path: str | os.PathLike[str]) -> Plan:
     if not plan_path.is_file():
         raise ValueError(f"{where}: file not found.")
     try:
-        content = yaml.safe_load(plan_path.read_text(encoding="utf-8"))
+        content = yaml.load(plan_path.read_text(encoding="utf-8"), Loader=_Loader)
     except UnicodeDecodeError as exc:
         raise ValueError(
             f"{where}: not UTF-8 text (byte {exc.start}: {exc.reason}); expected a YAML file "
@@ -357,6 +378,80 @@ def read_notebook(notebook: str | os.PathLike[str]) -> dict[str, Any]:
         reason = str(exc).strip().splitlines()[0]
         raise ValueError(f"notebook {path}: not a valid notebook ({reason}); {expected}.") from None
     return content
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """Parse ``KEY=VALUE`` strings (``landscape run --set``); each VALUE is read as YAML.
+
+    Args:
+        items: the strings, in order; a key given twice keeps its last value.
+
+    Returns:
+        The overrides by parameter name.
+
+    Raises:
+        ValueError: naming the item, for a missing ``=``, a key that is not a Python identifier or
+            is ``output_dir``, or a VALUE that is not valid YAML.
+
+    Example:
+        >>> parse_overrides(["epochs=2", "lr=3e-4", "sigmas=[0.1, 0.01]", "device=cpu", "tag="])
+        {'epochs': 2, 'lr': 0.0003, 'sigmas': [0.1, 0.01], 'device': 'cpu', 'tag': None}
+    """
+    if isinstance(items, str):
+        items = [items]
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, equals, text = str(item).partition("=")
+        key = key.strip()
+        if not equals:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE (VALUE is YAML, e.g. epochs=2).")
+        if not key.isidentifier():
+            raise ValueError(f"--set {item!r}: {key!r} is not a parameter name.")
+        if key == RESERVED_PARAMETER:
+            raise ValueError(
+                f"--set {item!r}: {RESERVED_PARAMETER!r} is set by the runner (the run folder)."
+            )
+        try:
+            overrides[key] = yaml.load(text, Loader=_Loader)
+        except yaml.YAMLError as exc:
+            reason = " ".join(str(exc).split())
+            raise ValueError(f"--set {item!r}: the value is not valid YAML ({reason}).") from None
+    return overrides
+
+
+def apply_overrides(runs: Sequence[Run], overrides: Mapping[str, Any] | None) -> list[Run]:
+    """The runs with ``overrides`` replacing the parameters their notebooks declare.
+
+    Args:
+        runs: the selected runs.
+        overrides: parameter name to value (see :func:`parse_overrides`); None or empty: no change.
+
+    Raises:
+        ValueError: for a key that no notebook of ``runs`` declares, naming it and the notebooks,
+            or for the reserved ``output_dir``.
+    """
+    if not overrides:
+        return list(runs)
+    if RESERVED_PARAMETER in overrides:
+        raise ValueError(f"--set: {RESERVED_PARAMETER!r} is set by the runner (the run folder).")
+    declared = {run.notebook: notebook_parameters(run.notebook) for run in runs}
+    unknown = sorted(key for key in overrides if not any(key in d for d in declared.values()))
+    if unknown:
+        names = ", ".join(sorted({notebook.name for notebook in declared}))
+        raise ValueError(
+            f"--set: {', '.join(map(repr, unknown))} is not a parameter of any selected run's "
+            f"notebook ({names}); check the spelling, or --only."
+        )
+    return [
+        replace(
+            run,
+            parameters={
+                **run.parameters,
+                **{k: v for k, v in overrides.items() if k in declared[run.notebook]},
+            },
+        )
+        for run in runs
+    ]
 
 
 def plan_output_dir(plan: Plan, output_root: str | os.PathLike[str] | None = None) -> Path:

@@ -3,9 +3,9 @@
 Here live :func:`fingerprint` and :func:`library_fingerprint` (what determines a run's outputs),
 :func:`run_state` and :func:`incomplete_reason` ("up to date" means the folder holds exactly the
 files its run.json records, unchanged and parsable), the helpers that read a run folder, and
-:func:`describe_plan` (the text of ``landscape list``). Everything here only reads: executing,
-staging and replacing run folders is :mod:`landscape.reports.runner`, the HTML index
-:mod:`landscape.reports.render`.
+:func:`describe_plan` (the text of ``landscape list``). Everything here only reads: executing is
+:mod:`landscape.reports.worker`, staging and replacing run folders
+:mod:`landscape.reports.storing`, the HTML index :mod:`landscape.reports.render`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 import landscape
 from landscape.files import file_record
-from landscape.reports.plans import Run, load_plan, plan_output_dir
+from landscape.reports.plans import Run, apply_overrides, load_plan, plan_output_dir
 from landscape.reports.results import read_json
 
 __all__ = [
@@ -64,7 +64,8 @@ def library_fingerprint() -> str:
 def fingerprint(run: Run, library: str | None = None) -> str:
     """sha256 of what determines a run's outputs.
 
-    The notebook's bytes, the JSON of its merged parameters (sorted keys), ``landscape.__version__``
+    The notebook's bytes, the JSON of its merged parameters (sorted keys; ``--set`` overrides
+    included), ``landscape.__version__``
     and :func:`library_fingerprint` (pass ``library`` to reuse one computed already).
     """
     digest = hashlib.sha256()
@@ -177,15 +178,22 @@ def format_when(stored: Mapping[str, Any]) -> str:
 
 
 def describe_plan(
-    plan_path: str | os.PathLike[str], output_root: str | os.PathLike[str] | None = None
+    plan_path: str | os.PathLike[str],
+    output_root: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> str:
-    """Plain text for ``landscape list``: each run's name, notebook, parameters and state."""
+    """Plain text for ``landscape list``: each run's name, notebook, parameters and state.
+
+    With ``overrides`` (``--set``), the runs' parameters and states are those that
+    ``landscape run`` with the same overrides would see.
+    """
     plan = load_plan(plan_path)
     plan_dir = plan_output_dir(plan, output_root)
     library = library_fingerprint()
-    lines = [f"Plan {plan.name} ({plan.path}): {len(plan.runs)} run(s), reports in {plan_dir}"]
-    width = max(len(run.name) for run in plan.runs)
-    for run in plan.runs:
+    runs = apply_overrides(plan.runs, overrides)
+    lines = [f"Plan {plan.name} ({plan.path}): {len(runs)} run(s), reports in {plan_dir}"]
+    width = max(len(run.name) for run in runs)
+    for run in runs:
         run_dir = plan_dir / run.name
         state = run_state(run, run_dir, fingerprint(run, library))
         stored = read_run_record(run_dir / FAILED_DIR) if state in UNFINISHED else None

@@ -1,17 +1,21 @@
-"""Running a plan: the lock, the runs on threads, staging, and replacing a report only when complete.
+"""Running a plan: the lock, the runs as Dask tasks, and each report replaced only when complete.
 
-Here live :func:`run_plan` (what ``landscape run`` does), :func:`execute_run` (one run: execute in
-a staging folder, render, record its files in run.json, then rename into place), the plan
-folder's lock, Ctrl-C handling, the tidying of a killed runner's staging folder and the printed
-:func:`summary_table`. The notebook's own process is :mod:`landscape.reports.execute`, the HTML
-:mod:`landscape.reports.render`, "up to date" :mod:`landscape.reports.records`. A finished report
-is never lost; a plan folder looks like this::
+Here live :func:`run_plan` (what ``landscape run`` does: decide which runs are up to date, submit
+the others to a Dask cluster — a local one of ``jobs`` processes, or the scheduler at
+``scheduler`` — and store each run's files as it finishes, updating the index), :func:`execute_run`
+(one run in this process, without Dask), the plan folder's lock, Ctrl-C handling and the printed
+:func:`summary_table`. A worker executes a run in its own temporary folder and returns the files
+(:mod:`landscape.reports.worker`), Dask carries tasks and files (:mod:`landscape.reports.cluster`),
+this process writes them (:mod:`landscape.reports.storing`); "up to date" is
+:mod:`landscape.reports.records`, the HTML :mod:`landscape.reports.render`. A finished report is
+never lost; a plan folder looks like this::
 
     index.html              # one row per run: status, verdicts, headline, headline figure
     claims.html             # every claim of every run
     _static/mathjax/        # the MathJax copy the reports load (formulas offline)
     .lock, .lock.pid        # held while `landscape run` runs the plan; the holder's pid
-    .staging/<run>+<pid>/   # a run executing; renamed to <run>/ only once it has finished
+    .staging/<run>+<pid>/   # a run submitted; its files are written here when they come back,
+                            # then the folder is renamed to <run>/
     <run>/                  # the last good report: notebook.ipynb, report.html, results.json,
                             # figures, and run.json recording each file's size and SHA-256
     <run>/failed/           # the latest attempt, when it failed or was interrupted (Ctrl-C)
@@ -21,46 +25,44 @@ A run folder holding files the runner did not write is never replaced: that run 
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
-import json
 import os
 import shutil
 import signal
+import sys
 import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
+from tqdm import tqdm
 
-import landscape
-from landscape.files import cannot_write, file_record, write_atomic
+from landscape.files import cannot_write, write_atomic
+from landscape.progress import bar
 from landscape.reports import records  # records.library_fingerprint is looked up when called
-from landscape.reports.execute import describe_error, execute_notebook, kernel_problem
+from landscape.reports.execute import StopFlag, describe_error, kernel_problem
 from landscape.reports.plans import (
-    NAME_PATTERN,
     Plan,
     Run,
     RunResult,
-    Status,
+    apply_overrides,
     load_plan,
     plan_output_dir,
 )
-from landscape.reports.records import (
-    FAILED_DIR,
-    RUN_RECORD,
-    fingerprint,
-    is_report,
-    now,
-    read_run_record,
-    report_files,
-    run_state,
-    unparsable,
+from landscape.reports.records import fingerprint, run_state
+from landscape.reports.render import LiveIndex
+from landscape.reports.storing import (
+    STAGING_DIR,
+    RefusedFolder,
+    fresh_dir,
+    recover_staging,
+    refuse_foreign,
+    staging_dir,
+    store_outcome,
 )
-from landscape.reports.render import LiveIndex, render_report, write_static, write_thumbnail
-from landscape.reports.results import to_json
+from landscape.reports.worker import RunOutcome, RunTask, execute_task
 
 __all__ = [
     "LOCK_FILE",
@@ -72,8 +74,6 @@ __all__ = [
     "summary_table",
 ]
 
-#: Folder inside a plan folder where runs execute before they replace their report.
-STAGING_DIR = ".staging"
 #: The plan folder's lock file; the holder's pid is written beside it (``.lock.pid``).
 LOCK_FILE = ".lock"
 
@@ -108,31 +108,49 @@ def run_plan(
     force: bool = False,
     jobs: int = 1,
     output_root: str | os.PathLike[str] | None = None,
+    *,
+    scheduler: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    grace: float = 10.0,
 ) -> list[RunResult]:
-    """Execute a plan's runs with papermill, render their reports, and write the plan's index.
+    """Execute a plan's runs with papermill on Dask workers, render their reports, write the index.
 
-    Each run executes (see :func:`execute_run`) into a staging folder and, once finished, replaces
+    Runs that are up to date are skipped (no cluster is started when every run is). The others
+    are submitted as tasks to a Dask cluster: a ``LocalCluster`` of ``jobs`` worker processes, or
+    the cluster whose scheduler is at ``scheduler``. Each executes on a worker in a temporary
+    folder (see :func:`~landscape.reports.worker.execute_task`); its files come back and replace
     ``<plan folder>/<run>/`` (see :func:`~landscape.reports.plan_output_dir`): notebook.ipynb,
     report.html, thumb.png (the headline figure), the notebook's results.json and figures, and
     run.json (whose ``duration`` is the notebook's execution time, as the report and the index
-    show it; ``rendering`` the seconds rendering took). A run that fails is kept in ``<run>/failed/`` beside the last good report, and the
-    others go on. The plan folder is locked while the plan runs (``.lock``; the holder's pid in
-    ``.lock.pid``).
+    show it; ``rendering`` the seconds rendering took; ``host`` the machine it ran on). A run that
+    fails is kept in ``<run>/failed/`` beside the last good report, and the others go on; a run
+    whose worker dies is retried once on another. One line is printed per finished run, and a
+    bar counts the runs on a terminal. The plan folder is locked while the plan runs (``.lock``;
+    the holder's pid in ``.lock.pid``).
 
     Args:
         plan_path: the plan's YAML file.
         only: names of the runs to consider (default: all).
         force: execute even the runs that are up to date.
-        jobs: how many runs execute at the same time.
+        jobs: worker processes of the local cluster (runs executed at the same time).
         output_root: folder holding the plan folders (default: see ``plan_output_dir``).
+        scheduler: address of a Dask scheduler (``tcp://host:8786``) to run on instead.
+        overrides: parameter values replacing the plan's in every selected run whose notebook
+            declares them (``landscape run --set``; see
+            :func:`~landscape.reports.plans.parse_overrides`); part of each run's fingerprint.
+        grace: seconds a notebook stopped by Ctrl-C gets to shut its kernel down.
 
     Returns:
-        One :class:`~landscape.reports.RunResult` per considered run, in plan order.
+        One :class:`~landscape.reports.RunResult` per considered run, in plan order (on Ctrl-C,
+        runs that never started are left out).
 
     Raises:
-        ValueError: for an invalid plan, an unknown name in ``only``, ``jobs`` < 1, or an output
-            root that is a file.
+        ValueError: for an invalid plan, an unknown name in ``only``, an override no selected
+            notebook declares, ``jobs`` < 1 (or ``jobs`` with ``scheduler``), or an output root
+            that is a file.
         PlanLockedError: when another process is running the same plan folder.
+        landscape.reports.cluster.SchedulerUnreachable: (a ``ConnectionError``) when no scheduler
+            answers at ``scheduler`` within a few seconds.
         PlanInterrupted: on Ctrl-C, after the running runs were stopped and marked "interrupted"
             and the index was written (runs not started are left as they were).
     """
@@ -140,94 +158,211 @@ def run_plan(
 
     plan = load_plan(plan_path)
     jobs = check_int("jobs", jobs, low=1)
-    selected = _select(plan, only)
+    if scheduler is not None and jobs != 1:
+        raise ValueError(
+            f"jobs={jobs} sizes the local cluster; with scheduler={scheduler!r} the cluster's "
+            "workers decide how many runs execute at once."
+        )
+    selected = apply_overrides(_select(plan, only), overrides)
+    chosen = {run.name: run for run in selected}
+    plan = replace(plan, runs=tuple(chosen.get(run.name, run) for run in plan.runs))
     plan_dir = plan_output_dir(plan, output_root)
     library = records.library_fingerprint()
-    prints = threading.Lock()
-
-    def say(message: str) -> None:
-        with prints:
-            print(message, flush=True)
-
     with _PlanLock(plan_dir) as lock:
-        index = LiveIndex(plan, plan_dir, library, [run.name for run in selected], say)
-        stop = threading.Event()
-
-        def one(position: int, run: Run) -> RunResult | None:
-            if stop.is_set():
-                return None  # Ctrl-C came before this run started
-            tag = f"[{position}/{len(selected)}] {run.name}"
-            run_dir = plan_dir / run.name
-            try:
-                current = fingerprint(run, library)
-                if not force and run_state(run, run_dir, current) == "up to date":
-                    say(f"{tag}: skipped (up to date)")
-                    result = RunResult(run.name, "skipped", 0.0, run_dir)
-                elif lock.problem:
-                    result = RunResult(run.name, "failed", 0.0, run_dir, lock.problem)
-                else:
-                    say(f"{tag}: running {run.notebook.name} -> {run_dir}")
-                    result = execute_run(plan, run, run_dir, current, stop=stop)
-            except Exception as exc:  # one run's trouble never stops the plan
-                result = RunResult(run.name, "failed", 0.0, run_dir, describe_error(exc))
-            if result.status != "skipped":
-                say(
-                    f"{tag}: {result.status} in {result.duration:.1f} s" + _first_line(result.error)
-                )
-            index.update(result)
-            return result
-
-        say(f"Plan {plan.name}: {len(selected)} run(s), {jobs} at a time, reports in {plan_dir}")
+        index = LiveIndex(plan, plan_dir, library, [run.name for run in selected], _say)
+        where = f"on the Dask cluster at {scheduler}" if scheduler else f"{jobs} at a time"
+        _say(f"Plan {plan.name}: {len(selected)} run(s), {where}, reports in {plan_dir}")
         if lock.problem:
-            say(f"warning: {lock.problem}; runs that need executing will fail.")
+            _say(f"warning: {lock.problem}; runs that need executing will fail.")
         else:
-            _recover_staging(plan_dir)
+            recover_staging(plan_dir)
         problem = kernel_problem()
-        if problem:
-            say(f"warning: {problem}")
+        if problem and scheduler is None:
+            _say(f"warning: {problem}")
+        plan_run = _PlanRun(plan, plan_dir, index, len(selected), grace)
+        interrupted = False
         try:
             index.write()
-            results, interrupted = _run_all(selected, one, jobs, stop)
-        except KeyboardInterrupt:  # before any run started
-            results, interrupted = [], True
-        index.settle()
-        index.write()
-        say(summary_table(plan, results))
+            for position, run in enumerate(selected, 1):
+                plan_run.triage(position, run, library, force, lock.problem)
+            if plan_run.todo:
+                interrupted = plan_run.execute(scheduler, jobs)
+        except KeyboardInterrupt:  # before any run was submitted
+            interrupted = True
+        finally:
+            index.settle()
+            index.write()
+        results = [plan_run.results[r.name] for r in selected if r.name in plan_run.results]
+        _say(summary_table(plan, results))
     if interrupted:
         raise PlanInterrupted(results, plan_dir / "index.html")
     return results
 
 
-def _run_all(
-    selected: Sequence[Run],
-    one: Callable[[int, Run], RunResult | None],
-    jobs: int,
-    stop: threading.Event,
-) -> tuple[list[RunResult], bool]:
-    """Call ``one(position, run)`` for each run on ``jobs`` threads; on Ctrl-C set ``stop``.
+_PRINTS = threading.Lock()
 
-    The main thread only waits, so Ctrl-C reaches it: runs not started are cancelled, running ones
-    stop their notebooks (see :func:`execute_run`) and are waited for (a few seconds at most).
+
+def _say(message: str) -> None:
+    """Print one line (above the progress bar, if one is shown)."""
+    with _PRINTS:
+        tqdm.write(message, file=sys.stdout)
+        sys.stdout.flush()
+
+
+class _PlanRun:
+    """The runs of one :func:`run_plan` call: which to execute, their results, the index."""
+
+    def __init__(self, plan: Plan, plan_dir: Path, index: LiveIndex, total: int, grace: float):
+        self.plan = plan
+        self.plan_dir = plan_dir
+        self.index = index
+        self.total = total
+        self.grace = grace
+        self.results: dict[str, RunResult] = {}
+        self.todo: list[tuple[str, RunTask]] = []
+        self.tags: dict[str, str] = {}
+
+    def triage(
+        self, position: int, run: Run, library: str, force: bool, problem: str | None
+    ) -> None:
+        """Skip an up-to-date run, fail one that cannot be stored, or queue it for executing."""
+        tag = self.tags[run.name] = f"[{position}/{self.total}] {run.name}"
+        run_dir = self.plan_dir / run.name
+        try:
+            current = fingerprint(run, library)
+            if not force and run_state(run, run_dir, current) == "up to date":
+                _say(f"{tag}: skipped (up to date)")
+                self.finish(RunResult(run.name, "skipped", 0.0, run_dir))
+                return
+            if problem:
+                self.finish(RunResult(run.name, "failed", 0.0, run_dir, problem))
+                return
+            refuse_foreign(run_dir)  # before any kernel starts
+            source = run.notebook.read_bytes()
+        except RefusedFolder as exc:
+            self.finish(RunResult(run.name, "failed", 0.0, run_dir, str(exc)))
+            return
+        except Exception as exc:  # one run's trouble never stops the plan
+            self.finish(RunResult(run.name, "failed", 0.0, run_dir, describe_error(exc)))
+            return
+        task = RunTask(self.plan.name, run, source, run_dir, current, self.grace)
+        self.todo.append((tag, task))
+
+    def execute(self, scheduler: str | None, jobs: int) -> bool:
+        """Submit the queued runs and store them as they finish; True if Ctrl-C came."""
+        from landscape.reports import cluster  # imports distributed (a second): only when needed
+
+        workers = min(jobs, len(self.todo))  # no idle processes to start
+        with cluster.connect(scheduler, workers, say=_say) as session:
+            progress = bar(
+                total=len(self.todo),
+                desc=f"plan {self.plan.name}",
+                unit="run",
+                enabled=sys.stderr.isatty(),
+            )
+            waiting = [t.run.name for _, t in self.todo if session.resources(t)]
+            if waiting and not session.gpu_workers:
+                _say(
+                    f"warning: run(s) {', '.join(waiting)} ask for a GPU and no worker has the "
+                    "resource GPU yet: they wait for one (start GPU workers with --resources GPU=1)."
+                )
+            try:
+                for tag, task in self.todo:
+                    gpu = " on a GPU worker" if session.resources(task) else ""
+                    _say(f"{tag}: submitted {task.run.notebook.name}{gpu} -> {task.run_dir}")
+                    self.reserve(task)
+                    session.submit(task)
+                for outcome in session.outcomes():
+                    with _sigint_deferred():
+                        self.store(outcome, remote=not session.local)
+                        progress.update(1)
+            except KeyboardInterrupt:
+                with _sigint_ignored():  # the running notebooks are being stopped; wait for them
+                    for outcome in session.stop(timeout=self.grace + 30):
+                        self.store(outcome, remote=not session.local)
+                return True
+            finally:
+                progress.close()
+        return False
+
+    def reserve(self, task: RunTask) -> None:
+        """Create the run's staging folder (it shows the run is under way)."""
+        with contextlib.suppress(OSError):  # storing will say what cannot be written
+            fresh_dir(staging_dir(task.run_dir))
+
+    def store(self, outcome: RunOutcome, remote: bool = False) -> None:
+        """Write a finished run's files into place, print its line and update the index."""
+        run_dir = self.plan_dir / outcome.name
+        if outcome.status is None:  # never started (Ctrl-C): left as it was
+            shutil.rmtree(staging_dir(run_dir), ignore_errors=True)
+            return
+        self.finish(store_outcome(run_dir, outcome), outcome.host if remote else "")
+
+    def finish(self, result: RunResult, host: str = "") -> None:
+        """Record a run's result: its line (unless skipped) and the index."""
+        if result.status != "skipped":
+            on = f" on {host}" if host else ""
+            _say(
+                f"{self.tags[result.name]}: {result.status} in {result.duration:.1f} s{on}"
+                + _first_line(result.error)
+            )
+        self.results[result.name] = result
+        self.index.update(result)
+
+
+def execute_run(
+    plan: Plan,
+    run: Run,
+    run_dir: Path,
+    current: str,
+    *,
+    stop: StopFlag | None = None,
+    grace: float = 10.0,
+) -> RunResult:
+    """Execute one run now, in this process (no Dask, no up-to-date check), and store its files.
+
+    The same steps as on a worker (:func:`~landscape.reports.worker.execute_task`) and then as
+    on the client (:func:`~landscape.reports.storing.store_outcome`): a run that succeeded
+    replaces ``run_dir``; a failed or interrupted one goes to ``run_dir/failed/`` and the last
+    good report stays. A ``run_dir`` holding files the runner did not write is never touched.
+
+    Args:
+        plan: the plan the run belongs to (for the report header).
+        run: the run.
+        run_dir: its folder.
+        current: the run's :func:`~landscape.reports.fingerprint`, stored in run.json.
+        stop: when set (Ctrl-C), the notebook is stopped and the run is "interrupted".
+        grace: seconds a stopped notebook gets to shut its kernel down before it is killed.
 
     Returns:
-        The results of the runs that ran, in plan order, and whether Ctrl-C came.
+        The run's result; failures (a failing cell, a full disk, a refused folder) are described,
+        never raised.
     """
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=jobs)
-    futures = [pool.submit(one, i, run) for i, run in enumerate(selected, 1)]
-    interrupted = False
     try:
-        for future in futures:
-            future.result()
-    except KeyboardInterrupt:
-        interrupted = True
-        stop.set()
-        pool.shutdown(wait=False, cancel_futures=True)
-        running = [f for f in futures if not f.cancelled()]  # cancelled ones never "finish"
-        with _sigint_ignored():  # the running notebooks are being stopped; wait for them
-            concurrent.futures.wait(running)
-    pool.shutdown()
-    done = [f.result() for f in futures if not f.cancelled()]
-    return [result for result in done if result is not None], interrupted
+        refuse_foreign(run_dir)
+    except RefusedFolder as exc:
+        return RunResult(run.name, "failed", 0.0, run_dir, str(exc))
+    task = RunTask(plan.name, run, run.notebook.read_bytes(), run_dir, current, grace)
+    outcome = execute_task(task, stop)
+    if outcome.status is None:
+        return RunResult(run.name, "interrupted", 0.0, run_dir, "interrupted before it started")
+    return store_outcome(run_dir, outcome)
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C back until the block is done (a run's files are being put into place)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
@@ -304,236 +439,6 @@ def _select(plan: Plan, only: Sequence[str] | None) -> list[Run]:
 
 def _first_line(error: str | None) -> str:
     return f": {error.splitlines()[0]}" if error else ""
-
-
-class _Refused(Exception):
-    """A run folder the runner must not replace (it holds files the runner did not write)."""
-
-
-def execute_run(
-    plan: Plan,
-    run: Run,
-    run_dir: Path,
-    current: str,
-    *,
-    stop: threading.Event | None = None,
-    grace: float = 10.0,
-) -> RunResult:
-    """Execute one run now (no up-to-date check) and store its report files.
-
-    The notebook executes with papermill in a separate process, into the staging folder
-    ``<plan folder>/.staging/<run>+<pid>/``. A run that succeeded replaces ``run_dir`` (the old
-    folder is renamed aside, the new one renamed in, the old one deleted); a failed or
-    interrupted run goes to ``run_dir/failed/`` and the last good report stays. A ``run_dir``
-    holding files the runner did not write is never touched: the run fails at once.
-
-    Args:
-        plan: the plan the run belongs to (for the report header).
-        run: the run.
-        run_dir: its folder.
-        current: the run's :func:`~landscape.reports.fingerprint`, stored in run.json.
-        stop: when set (Ctrl-C), the notebook is stopped and the run is "interrupted".
-        grace: seconds a stopped notebook gets to shut its kernel down before it is killed.
-
-    Returns:
-        The run's result, whose ``output_dir`` is where its files are; failures (a failing cell,
-        a full disk, a refused folder) are described, never raised.
-    """
-    start = time.perf_counter()
-    started = now()
-    staging = run_dir.parent / STAGING_DIR / f"{run.name}+{os.getpid()}"
-    try:
-        _refuse_foreign(run_dir)
-        _fresh_dir(staging)
-        status, error = execute_notebook(run, staging, stop, grace)
-        info = _finish_run(plan, run, staging, run_dir, status, error, current, started, start)
-        where = _store(staging, run_dir, info["status"])
-    except (OSError, _Refused) as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        error = cannot_write(exc, staging) if isinstance(exc, OSError) else str(exc)
-        return RunResult(run.name, "failed", round(time.perf_counter() - start, 3), run_dir, error)
-    duration = round(time.perf_counter() - start, 3)  # executing and rendering
-    return RunResult(run.name, info["status"], duration, where, info["error"])
-
-
-def _finish_run(
-    plan: Plan,
-    run: Run,
-    staging: Path,
-    run_dir: Path,
-    status: Status,
-    error: str | None,
-    current: str,
-    started: str,
-    start: float,
-) -> dict[str, Any]:
-    """Render report.html and thumb.png in ``staging`` and write its run.json; return run.json."""
-    notebook = staging / "notebook.ipynb"
-    if status == "succeeded":
-        error = "papermill wrote no notebook" if not notebook.is_file() else unparsable(staging)
-        status = "failed" if error else status
-    final = run_dir if status == "succeeded" else run_dir / FAILED_DIR
-    info: dict[str, Any] = {
-        "name": run.name,
-        "plan": plan.name,
-        "notebook": str(run.notebook),
-        "parameters": to_json(run.parameters),
-        "status": status,
-        "duration": round(time.perf_counter() - start, 3),
-        "error": error,
-        "fingerprint": current,
-        "started": started,
-        "timestamp": now(),
-        "version": landscape.__version__,
-    }
-    rendering = time.perf_counter()
-    if notebook.is_file() and status != "interrupted":
-        try:
-            _retarget_output_dir(notebook, staging, final)
-            write_thumbnail(notebook, staging / "thumb.png")
-            write_static(run_dir.parent)  # the MathJax copy the report loads
-            index_href = "../index.html" if status == "succeeded" else "../../index.html"
-            render_report(notebook, staging / "report.html", info, index_href)
-        except OSError:
-            raise
-        except Exception as exc:
-            info["status"] = "failed"
-            note = f"Rendering the report failed: {describe_error(exc)}"
-            info["error"] = f"{error}\n\n{note}" if error else note
-    # "duration" stays the notebook's execution time, the number the report's banner shows
-    info["rendering"] = round(time.perf_counter() - rendering, 3)
-    info["timestamp"] = now()
-    info["files"] = {name: file_record(staging / name) for name in report_files(staging)}
-    write_atomic(staging / RUN_RECORD, json.dumps(info, indent=2) + "\n")
-    return info
-
-
-def _retarget_output_dir(notebook: Path, staging: Path, final: Path) -> None:
-    """Make the injected ``output_dir`` name the folder the run's files end up in, not staging."""
-    content = json.loads(notebook.read_text(encoding="utf-8"))
-    changed = False
-    for cell in content.get("cells", []):
-        if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
-            source = cell["source"]
-            text = "".join(source) if isinstance(source, list) else source
-            cell["source"] = text.replace(str(staging), str(final))
-            changed = changed or cell["source"] != text
-    if changed:
-        write_atomic(
-            notebook, json.dumps(content, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
-        )
-
-
-# ----------------------------------------------------------------------------------------------
-# Storing a run: staging folder, atomic replacement, the failed/ attempt, foreign files
-
-
-def _fresh_dir(folder: Path) -> None:
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-
-
-def _store(staging: Path, run_dir: Path, status: str) -> Path:
-    """Move a finished staging folder into place; return where the run's files now are."""
-    _refuse_foreign(run_dir)  # files may have appeared while the run executed
-    if status == "succeeded":
-        _replace_dir(staging, run_dir)
-        return run_dir
-    if is_report(run_dir):  # keep the last good report; the attempt goes beside it
-        _replace_dir(staging, run_dir / FAILED_DIR, aside=_aside(run_dir, "failed"))
-    else:
-        holder = _aside(run_dir, "new")
-        _fresh_dir(holder)
-        os.rename(staging, holder / FAILED_DIR)
-        _replace_dir(holder, run_dir)
-    return run_dir / FAILED_DIR
-
-
-def _replace_dir(new: Path, target: Path, aside: Path | None = None) -> None:
-    """Put folder ``new`` at ``target``: rename the old one aside, rename ``new`` in, delete the old.
-
-    A runner killed between the two renames leaves the old folder aside in ``.staging``; the next
-    run of the plan puts it back (:func:`_recover_staging`).
-    """
-    aside = aside or _aside(target, "previous")
-    if aside.exists():
-        shutil.rmtree(aside)
-    had_old = target.exists()
-    if had_old:
-        os.rename(target, aside)
-    try:
-        os.rename(new, target)
-    except OSError:
-        if had_old:
-            os.rename(aside, target)
-        raise
-    if had_old:
-        shutil.rmtree(aside, ignore_errors=True)
-
-
-def _aside(run_dir: Path, role: str) -> Path:
-    """``<plan folder>/.staging/<run>+<role>`` ('+' is never part of a run name)."""
-    return run_dir.parent / STAGING_DIR / f"{run_dir.name}+{role}"
-
-
-def _recover_staging(plan_dir: Path) -> None:
-    """Tidy ``.staging`` after a runner that was killed: restore a report left aside, drop the rest."""
-    staging = plan_dir / STAGING_DIR
-    if not staging.is_dir():
-        return
-    for entry in staging.iterdir():
-        name, _, role = entry.name.partition("+")
-        with contextlib.suppress(OSError):
-            target = plan_dir / name
-            if role == "previous" and NAME_PATTERN.match(name) and not target.exists():
-                os.rename(entry, target)
-            elif entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
-
-
-def _refuse_foreign(run_dir: Path) -> None:
-    """Raise :class:`_Refused` if the run folder holds files the runner did not write."""
-    if not run_dir.exists() and not run_dir.is_symlink():
-        return
-    if not run_dir.is_dir() or run_dir.is_symlink():
-        raise _Refused(
-            f"{run_dir} is not a run folder (a file or link); it was left as it is: remove it "
-            "or choose another output root."
-        )
-    foreign = _foreign_files(run_dir)
-    if foreign:
-        shown = ", ".join(foreign[:5]) + (
-            f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
-        )
-        raise _Refused(
-            f"run folder {run_dir} holds files the runner did not write ({shown}); it was left "
-            "as it is: move them away and run again."
-        )
-
-
-def _foreign_files(run_dir: Path) -> list[str]:
-    """Files in a run folder (and its failed/) that no run.json records as the runner's."""
-    found = _unrecorded(run_dir)
-    failed = run_dir / FAILED_DIR
-    if failed.is_dir() and not failed.is_symlink():
-        found += [f"{FAILED_DIR}/{name}" for name in _unrecorded(failed)]
-    elif failed.exists() or failed.is_symlink():
-        found.append(FAILED_DIR)
-    return found
-
-
-def _unrecorded(folder: Path) -> list[str]:
-    present = report_files(folder)
-    stored = read_run_record(folder)
-    if stored is None:  # a folder left by an older landscape keeps at least its notebook
-        return [] if (folder / "notebook.ipynb").is_file() else present
-    recorded = stored.get("files")
-    if not isinstance(recorded, dict):
-        return []  # an older landscape's run folder: all of it is the runner's
-    return [name for name in present if name not in recorded]
 
 
 def summary_table(plan: Plan, results: Sequence[RunResult]) -> str:
