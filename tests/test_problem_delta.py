@@ -325,3 +325,62 @@ def test_across_orders_takes_errors_over_orders(tiny_problem):
     assert over.samples.shape == (5, 11)
     with pytest.raises(ValueError, match="orders"):
         delta.across_orders(delta.monte_carlo(tiny_problem, 0.2, 4, progress=False))
+
+
+# -- subsets and paper 002's bound beyond w* ------------------------------------------------------
+
+
+def test_subset_is_the_same_network_on_those_samples(tiny_problem):
+    index = torch.tensor([7, 2, 11])
+    part = tiny_problem.subset(index)
+    full = tiny_problem.per_sample_losses(tiny_problem.center)
+    assert torch.equal(part.center, tiny_problem.center)
+    torch.testing.assert_close(part.per_sample_losses(part.center), full[index], rtol=0, atol=1e-15)
+    assert part.subset(slice(1, 3)).num_samples == 2
+
+
+def _losses_at(w: torch.Tensor) -> torch.Tensor:
+    """Per-sample losses of tiny_net() with its parameters replaced by the flat vector w."""
+    net, (X, y) = tiny_net(), tiny_data()
+    torch.nn.utils.vector_to_parameters(w, net.parameters())
+    return F.cross_entropy(net(X), y, reduction="none").detach()
+
+
+def test_ball_ratios_against_hand_made_points(tiny_problem):
+    M_l, M_H, radii, points, worst_n = 3.0, 5.0, [0.05, 0.5], 4, 2
+    got = delta.ball_ratios(tiny_problem, M_l, M_H, radii, points=points, gradients=worst_n, seed=3)
+    center = tiny_problem.center
+    losses = _losses_at(center)
+    units = [directions.random(tiny_problem, points, kind="gaussian", seed=3).basis.T]
+    for i in torch.argsort(losses)[-worst_n:]:  # the worst-fitted samples' own loss gradients
+        w = center.clone().requires_grad_(True)
+        net, (X, y) = tiny_net(), tiny_data()
+        params = dict(zip([n for n, _ in net.named_parameters()], _split(w, net)))
+        out = torch.func.functional_call(net, params, (X[i : i + 1],))
+        (g,) = torch.autograd.grad(F.cross_entropy(out, y[i : i + 1]), w)
+        units.append((g / g.norm())[None])
+    U = torch.cat(units)
+    scale = float(center.norm())
+    assert sorted(got) == [0.0, *radii]
+    for R, ratios in got.items():
+        expected = [
+            float(_losses_at(center + R * scale * u).max() - _losses_at(center + R * scale * u).min())
+            / (2 * (M_l + M_H * (R * scale) ** 2))
+            for u in U
+        ]
+        np.testing.assert_allclose(ratios, expected, rtol=1e-10)
+    assert np.ptp(got[0.0]) == 0  # at R = 0 every point is w*
+
+
+def _split(w: torch.Tensor, net: nn.Module) -> list[torch.Tensor]:
+    sizes = [p.numel() for p in net.parameters()]
+    return [part.view_as(p) for part, p in zip(torch.split(w, sizes), net.parameters())]
+
+
+def test_ball_ratios_refuse_bad_arguments(tiny_problem):
+    with pytest.raises(ValueError, match="radii"):
+        delta.ball_ratios(tiny_problem, 1.0, 1.0, [0.0])
+    with pytest.raises(ValueError, match="points"):
+        delta.ball_ratios(tiny_problem, 1.0, 1.0, [0.1], points=10_000)
+    with pytest.raises(ValueError, match="gradients"):
+        delta.ball_ratios(tiny_problem, 1.0, 1.0, [0.1], points=2, gradients=13)

@@ -11,6 +11,7 @@ several data orders. Prefix means and differences are ``prefix``'s; closed forms
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -19,7 +20,9 @@ from torch import Tensor
 
 from . import theory
 from .checks import check_flag, check_fraction, check_int, check_positive, check_seed
+from .curvature import per_sample_gradients
 from .directions import Subspace, check_subspace
+from .directions import random as random_directions
 from .prefix import differences as prefix_differences
 from .problem import Problem, check_problem, spans
 from .progress import bar
@@ -320,6 +323,53 @@ def pointwise(
         orders=orders,
         samples=curves,
     )
+
+
+def ball_ratios(
+    prob: Problem,
+    max_loss: float,
+    max_hessian_norm: float,
+    radii: Sequence[float],
+    *,
+    points: int = 64,
+    gradients: int = 16,
+    seed: int = 0,
+) -> dict[float, np.ndarray]:
+    """Paper 002's pointwise bound tested beyond w*: worst ratios on spheres around the centre.
+
+    Paper 002 bounds |L_k(w) − L_{k−1}(w)| ≤ 2(M_ℓ + M_H R²)/k for every w with ‖w − w*‖ ≤ R. For
+    each radius R·‖w*‖ (``radii`` are fractions of ‖w*‖) the per-sample losses are evaluated at
+    w* + R‖w*‖u for ``points`` random orthonormal directions u and for the unit loss gradients of
+    the ``gradients`` worst-fitted samples (where their losses rise fastest, so where the bound is
+    most at risk); each point's worst ratio over every data order and k is
+    :func:`landscape.theory.pointwise_bound_ratio` (above 1: the bound fails there).
+
+    Returns:
+        ``{0.0: ratios at w*, R: ratios on that sphere}``, each a ``(points + gradients,)`` array
+        (at R = 0 all points are w*).
+    """
+    check_problem(prob)
+    radii = [check_positive("radii", R) for R in radii]
+    points = check_int("points", points, low=1, high=prob.num_params)
+    gradients = check_int("gradients", gradients, low=0, high=prob.num_samples)
+    seed = check_seed("seed", seed)
+    losses = prob.per_sample_losses(prob.center).to(torch.float64)
+    worst = torch.argsort(losses)[len(losses) - gradients :].to(prob.X.device)
+    units = [random_directions(prob, points, kind="gaussian", seed=seed).basis.T]
+    if gradients:
+        g = per_sample_gradients(prob.subset(worst))[0]
+        units.append(g / g.norm(dim=1, keepdim=True).clamp_min(torch.finfo(g.dtype).tiny))
+    U = torch.cat(units)
+    scale = float(prob.center.norm())
+    return {
+        R: theory.pointwise_bound_ratio(
+            prob.per_sample_losses(prob.center + R * scale * U).double().cpu().numpy(),
+            max_loss,
+            max_hessian_norm,
+            R * scale,
+        )
+        for R in [0.0, *radii]
+    }
 
 
 def _compact(values: Tensor) -> Tensor:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -165,6 +165,24 @@ class Problem:
         return (
             f"Problem(N={self.num_params}, K={self.num_samples}, loss={self.loss_name!r}, "
             f"dtype={self.dtype}, device={self.device})"
+        )
+
+    def subset(self, index: slice | Sequence[int] | Tensor) -> Problem:
+        """The same network and centre on the samples ``index`` (a slice, indices or a mask).
+
+        Example: ``prob.subset(slice(0, 150))`` is the first 150 samples of the order.
+        """
+        if isinstance(index, Tensor):
+            index = index.to(self.X.device)
+        return Problem(
+            self.model,
+            self.X[index],
+            self.y[index],
+            loss=self.loss_name,
+            dtype=self.dtype,
+            device=self.device,
+            max_memory=self.max_memory,
+            strategy=self.strategy,
         )
 
     # -- parameters ----------------------------------------------------------------------------
