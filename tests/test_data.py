@@ -5,15 +5,17 @@ from __future__ import annotations
 import hashlib
 import pickle
 import random
-import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torchvision
+import torchvision.datasets
 
 from landscape import data
+
+import formats
 
 # ------------------------------------------------------------------------------------ digits
 
@@ -128,27 +130,6 @@ def test_mnist1d_cache_dir_from_environment(monkeypatch, mnist1d_root):
 # ------------------------------------------------------------------- MNIST-format (torchvision)
 
 
-def _write_idx(path: Path, array: np.ndarray) -> None:
-    """Uncompressed IDX: magic (0, 0, type 0x08 = uint8, ndim), big-endian sizes, raw bytes."""
-    header = struct.pack(">I", 0x0800 + array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
-
-
-def _fake_mnist(raw: Path, n_train: int = 6, n_test: int = 4) -> dict[str, np.ndarray]:
-    """Write tiny MNIST-layout files into ``raw`` and return the arrays written."""
-    rng = np.random.default_rng(0)
-    raw.mkdir(parents=True)
-    arrays = {
-        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
-        "train-labels-idx1-ubyte": rng.integers(0, 10, n_train, dtype=np.uint8),
-        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
-        "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test, dtype=np.uint8),
-    }
-    for name, array in arrays.items():
-        _write_idx(raw / name, array)
-    return arrays
-
-
 def _unnormalise(x_train: torch.Tensor, raw_train: np.ndarray) -> torch.Tensor:
     """Invert the per-channel normalisation using the raw train statistics (channel axis 1)."""
     raw = torch.as_tensor(raw_train, dtype=torch.float32)
@@ -157,19 +138,41 @@ def _unnormalise(x_train: torch.Tensor, raw_train: np.ndarray) -> torch.Tensor:
     return x_train * std + mean
 
 
-@pytest.mark.parametrize(
-    ("name", "folder"), [("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST")]
-)
-def test_mnist_format_loads_through_torchvision(tmp_path, name, folder):
-    arrays = _fake_mnist(tmp_path / folder / "raw")
+@pytest.mark.parametrize(("name", "cls"), [("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST")])
+def test_mnist_format_files_load_as_torchvision_reads_them(tmp_path, name, cls):
+    arrays = formats.write_mnist(tmp_path, name, n_train=60, n_test=20)
     ds = data.load(name, root=tmp_path)
     raw_train = arrays["train-images-idx3-ubyte"][:, None]
     assert ds.input_shape == (1, 28, 28) and ds.num_classes == 10
-    assert ds.train[0].shape == (6, 1, 28, 28) and ds.test[0].shape == (4, 1, 28, 28)
+    assert ds.train[0].shape == (60, 1, 28, 28) and ds.test[0].shape == (20, 1, 28, 28)
+    assert ds.train[0].dtype == torch.float32 and ds.train[1].dtype == torch.int64
     assert ds.train[1].tolist() == arrays["train-labels-idx1-ubyte"].tolist()
     assert ds.test[1].tolist() == arrays["t10k-labels-idx1-ubyte"].tolist()
+    assert set(ds.train[1].tolist()) == set(range(10))
     restored = _unnormalise(ds.train[0], raw_train)
     torch.testing.assert_close(restored, torch.as_tensor(raw_train, dtype=torch.float32))
+    # the same files through torchvision's own reader: the format is torchvision's
+    for split, (x, y) in (("train", ds.train), ("test", ds.test)):
+        theirs = getattr(torchvision.datasets, cls)(str(tmp_path), train=split == "train")
+        assert torch.equal(theirs.targets, y)
+        raw = theirs.data[:, None].float()
+        torch.testing.assert_close(_unnormalise(x, raw_train), raw)
+
+
+def test_mnist_labels_outside_the_classes_are_a_format_error(tmp_path):
+    arrays = formats.write_mnist(tmp_path, n_train=20, n_test=10)
+    labels = arrays["t10k-labels-idx1-ubyte"].copy()
+    labels[3] = 10
+    formats.write_idx(tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte", labels)
+    with pytest.raises(data.DatasetFormatError, match="t10k-labels-idx1-ubyte holds label 10"):
+        data.load("mnist", root=tmp_path)
+
+
+def test_an_incomplete_folder_names_the_missing_file(tmp_path):
+    formats.write_mnist(tmp_path, n_train=20, n_test=10)
+    (tmp_path / "MNIST" / "raw" / "t10k-images-idx3-ubyte").unlink()
+    with pytest.raises(data.DatasetNotFoundError, match=r"missing: t10k-images-idx3-ubyte\)"):
+        data.load("mnist", root=tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -198,57 +201,55 @@ def test_missing_files_message_uses_environment_root(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------------- CIFAR-10
 
 
-def _fake_cifar(folder: Path) -> tuple[np.ndarray, list[int], np.ndarray, list[int]]:
-    """Write a tiny ``cifar-10-batches-py`` in CIFAR's pickled python format."""
-    rng = np.random.default_rng(1)
-    folder.mkdir(parents=True)
-    train_images, train_labels = [], []
-    for i in range(1, 6):
-        images = rng.integers(0, 256, (2, 3 * 32 * 32), dtype=np.uint8)  # rows: R, G, B planes
-        labels = rng.integers(0, 10, 2).tolist()
-        _pickle(folder / f"data_batch_{i}", {"data": images, "labels": labels})
-        train_images.append(images)
-        train_labels += labels
-    test_images = rng.integers(0, 256, (3, 3 * 32 * 32), dtype=np.uint8)
-    test_labels = rng.integers(0, 10, 3).tolist()
-    _pickle(folder / "test_batch", {"data": test_images, "labels": test_labels})
-    _pickle(folder / "batches.meta", {"label_names": [f"class {i}" for i in range(10)]})
-    return np.concatenate(train_images), train_labels, test_images, test_labels
-
-
-def _pickle(path: Path, obj: object) -> None:
-    path.write_bytes(pickle.dumps(obj))
-
-
 def _md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
-def test_cifar10_loads_through_torchvision(tmp_path, monkeypatch):
-    """torchvision checks fixed md5 sums of the real files; point them at the fakes' sums.
+def test_cifar10_loads_as_torchvision_reads_it(tmp_path, monkeypatch):
+    """Our reader against torchvision's on the same files (its md5 sums pointed at the fakes')."""
+    folder = tmp_path / formats.CIFAR_FOLDER
+    arrays = formats.write_cifar10(tmp_path, n_train=23, n_test=7)
+    with pytest.warns(RuntimeWarning, match="differ from the official CIFAR-10 release"):
+        ds = data.load("cifar10", root=tmp_path)
+    assert ds.input_shape == (3, 32, 32) and ds.num_classes == 10
+    assert ds.train[0].shape == (23, 3, 32, 32) and ds.test[0].shape == (7, 3, 32, 32)
+    assert ds.train[1].tolist() == arrays["y_train"].tolist()
+    assert ds.test[1].tolist() == arrays["y_test"].tolist()
+    restored = _unnormalise(ds.train[0], arrays["x_train"])
+    torch.testing.assert_close(restored, torch.as_tensor(arrays["x_train"], dtype=torch.float32))
+    per_channel_mean = ds.train[0].mean(dim=(0, 2, 3))
+    torch.testing.assert_close(per_channel_mean, torch.zeros(3), atol=1e-5, rtol=0)
 
-    Everything else is torchvision's own path: integrity check, unpickling, the (n, 3, 32, 32)
-    reshape and HWC transpose, the metadata file; then our conversion back to (n, C, H, W).
-    """
-    folder = tmp_path / "cifar-10-batches-py"
-    train_images, train_labels, test_images, test_labels = _fake_cifar(folder)
     cifar = torchvision.datasets.CIFAR10
     monkeypatch.setattr(cifar, "train_list", [[n, _md5(folder / n)] for n, _ in cifar.train_list])
     monkeypatch.setattr(cifar, "test_list", [[n, _md5(folder / n)] for n, _ in cifar.test_list])
     monkeypatch.setattr(cifar, "meta", {**cifar.meta, "md5": _md5(folder / "batches.meta")})
-
-    ds = data.load("cifar10", root=tmp_path)
-    assert ds.input_shape == (3, 32, 32) and ds.num_classes == 10
-    assert ds.train[0].shape == (10, 3, 32, 32) and ds.test[0].shape == (3, 3, 32, 32)
-    assert ds.train[1].tolist() == train_labels and ds.test[1].tolist() == test_labels
-    raw_train = train_images.reshape(-1, 3, 32, 32)
-    restored = _unnormalise(ds.train[0], raw_train)
-    torch.testing.assert_close(restored, torch.as_tensor(raw_train, dtype=torch.float32))
-    per_channel_mean = ds.train[0].mean(dim=(0, 2, 3))
-    torch.testing.assert_close(per_channel_mean, torch.zeros(3), atol=1e-5, rtol=0)
+    for split, (x, y) in (("train", ds.train), ("test", ds.test)):
+        theirs = cifar(str(tmp_path), train=split == "train")  # (n, H, W, C) numpy, list
+        assert theirs.targets == y.tolist()
+        raw = torch.from_numpy(theirs.data).permute(0, 3, 1, 2).float()
+        torch.testing.assert_close(_unnormalise(x, arrays["x_train"]), raw)
 
 
-def test_cifar10_with_wrong_checksums_is_reported_as_missing(tmp_path):
-    _fake_cifar(tmp_path / "cifar-10-batches-py")  # real md5 sums: the fakes fail them
-    with pytest.raises(data.DatasetNotFoundError, match="corrupted"):
+def test_cifar10_unpicklable_or_wrong_batches_are_format_errors(tmp_path):
+    folder = tmp_path / formats.CIFAR_FOLDER
+    formats.write_cifar10(tmp_path, n_train=10, n_test=5)
+    (folder / "data_batch_3").write_bytes(b"not a pickle")
+    with (
+        pytest.warns(RuntimeWarning),
+        pytest.raises(data.DatasetFormatError, match="data_batch_3 is not a pickled CIFAR batch"),
+    ):
+        data.load("cifar10", root=tmp_path)
+    (folder / "data_batch_3").write_bytes(pickle.dumps({"data": np.zeros((2, 5), np.uint8)}))
+    with (
+        pytest.warns(RuntimeWarning),
+        pytest.raises(data.DatasetFormatError, match="data_batch_3 lacks 'labels'"),
+    ):
+        data.load("cifar10", root=tmp_path)
+    batch = {"data": np.zeros((2, 5), np.uint8), "labels": [0, 1]}
+    (folder / "data_batch_3").write_bytes(pickle.dumps(batch))
+    with (
+        pytest.warns(RuntimeWarning),
+        pytest.raises(data.DatasetFormatError, match=r"expected uint8 \(n, 3072\)"),
+    ):
         data.load("cifar10", root=tmp_path)

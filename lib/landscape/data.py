@@ -3,9 +3,9 @@
 ``load(name)`` returns a frozen :class:`Dataset`. Two data sets are embedded and need no files:
 ``digits`` (scikit-learn's bundled 8x8 digits, split here once and for all) and ``mnist1d``
 (generated procedurally by the ``mnist1d`` package, never downloaded, cached as an ``.npz``).
-Three come from torchvision's on-disk formats: ``mnist``, ``fashion-mnist`` and ``cifar10``; when
-their files are missing and ``download=False``, :class:`DatasetNotFoundError` says where they are
-expected and how to get them. Inputs are normalised per channel with the train split's mean and
+Three come from torchvision's on-disk formats: ``mnist``, ``fashion-mnist`` and ``cifar10``, read
+here directly (torchvision only downloads them); when their files are missing and
+``download=False``, :class:`DatasetNotFoundError` says where they are expected and how to get them. Inputs are normalised per channel with the train split's mean and
 standard deviation, applied to both splits. Ordering samples into prefixes is *not* done here: that
 belongs to the caller (``order_seed``), so the splits keep one fixed, documented order.
 
@@ -21,6 +21,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import pickle
 import random
 import struct
 import warnings
@@ -279,54 +280,196 @@ def _package_version(package: str) -> str:
 
 
 # -------------------------------------------------------------------------------- torchvision
+#
+# torchvision fetches these data sets (``download=True``), and its on-disk layout is the one
+# expected; the files are read here, directly. Going through torchvision's classes would add
+# nothing but CIFAR-10's fixed md5 sums, which refuse any file that is not the official release
+# (including test files written in the same format); instead, every file is checked for its
+# structure (named in a DatasetFormatError), and CIFAR-10 files whose md5 differs from the
+# official release are read with a RuntimeWarning saying so.
 
 
 @dataclass(frozen=True)
 class _TorchvisionSource:
-    """How to find and convert one torchvision data set.
+    """Where one torchvision data set lives and how to read it.
 
     Attributes:
-        cls_name: Class name in ``torchvision.datasets``.
-        folder: Folder under ``root`` where torchvision looks for the files.
-        files: The files torchvision reads there (for the error message).
-        to_array: ``(torchvision dataset) -> (X (n, C, ...), y (n,))`` without per-item transforms.
+        cls_name: Class name in ``torchvision.datasets`` (used only to download).
+        folder: Folder under ``root`` where torchvision keeps the files.
+        files: The files read there.
+        read: ``(name, folder) -> _Arrays``, the reader of those files.
     """
 
     cls_name: str
     folder: str
     files: tuple[str, ...]
-    to_array: Callable[[object], tuple[Tensor, Tensor]]
+    read: Callable[[str, Path], _Arrays]
 
 
-def _mnist_arrays(dataset: object) -> tuple[Tensor, Tensor]:
-    """MNIST-format ``.data`` (n, H, W) uint8 and ``.targets`` → ``(n, 1, H, W)``, ``(n,)``."""
-    return dataset.data[:, None], torch.as_tensor(dataset.targets)
+#: MNIST-format files (uint8 IDX, uncompressed as torchvision leaves them) and their dimensions.
+_IDX_LAYOUT = {
+    "train-images-idx3-ubyte": 3,
+    "train-labels-idx1-ubyte": 1,
+    "t10k-images-idx3-ubyte": 3,
+    "t10k-labels-idx1-ubyte": 1,
+}
+_MNIST_FILES = tuple(_IDX_LAYOUT)
+
+_CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+_CIFAR_FILES = (*_CIFAR_TRAIN, "test_batch", "batches.meta")
+_CIFAR_SHAPE = (3, 32, 32)
+
+_NUM_CLASSES = 10
+"""Classes of each of the three torchvision data sets."""
 
 
-def _cifar_arrays(dataset: object) -> tuple[Tensor, Tensor]:
-    """CIFAR ``.data`` (n, H, W, C) uint8 numpy and ``.targets`` list → ``(n, C, H, W)``, ``(n,)``."""
-    images = torch.from_numpy(np.ascontiguousarray(dataset.data)).permute(0, 3, 1, 2)
-    return images.contiguous(), torch.as_tensor(dataset.targets)
+def _read_mnist(name: str, folder: Path) -> _Arrays:
+    """The four IDX files of an MNIST-format data set: images ``(n, 1, 28, 28)``, labels ``(n,)``.
+
+    Each file must start with the magic bytes 00 00 08 0D (D = 3 for images, 1 for labels), then
+    D big-endian 32-bit sizes, then exactly the product of the sizes in bytes; an image file and
+    its label file must agree on n, and labels lie in 0..9.
+    """
+    arrays = {
+        filename: _read_idx(name, folder / filename, ndim) for filename, ndim in _IDX_LAYOUT.items()
+    }
+    splits = []
+    for split in ("train", "t10k"):
+        images, labels = f"{split}-images-idx3-ubyte", f"{split}-labels-idx1-ubyte"
+        if len(arrays[images]) != len(arrays[labels]):
+            raise DatasetFormatError(
+                f"Data set {name!r}: {folder / images} holds {len(arrays[images])} images but "
+                f"{labels} holds {len(arrays[labels])} labels; replace both with the original files."
+            )
+        _check_labels(name, folder / labels, arrays[labels])
+        splits += [arrays[images][:, None], arrays[labels]]
+    return _Arrays(*splits, num_classes=_NUM_CLASSES)
 
 
-_MNIST_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
+def _read_idx(name: str, path: Path, ndim: int) -> np.ndarray:
+    """The uint8 array of the IDX file ``path`` with ``ndim`` dimensions, or a DatasetFormatError."""
+    what = "images (n, rows, cols)" if ndim == 3 else "labels (n,)"
+    expected = (
+        f"an IDX file of uint8 {what}: magic bytes 00 00 08 {ndim:02x}, then {ndim} big-endian "
+        f"32-bit sizes, then their product in bytes"
+    )
+    hint = "replace it with the original file (or delete it and load with download=True)"
+    content = path.read_bytes()
+    header = content[: 4 + 4 * ndim]
+    if len(header) < 4 or header[:4] != bytes((0, 0, 8, ndim)):
+        raise DatasetFormatError(
+            f"Data set {name!r}: {path} is not {expected}; it starts with bytes "
+            f"{header[:4].hex(' ') or '(none: the file is empty)'}. {hint.capitalize()}."
+        )
+    if len(header) < 4 + 4 * ndim:
+        raise DatasetFormatError(f"Data set {name!r}: {path} ends inside its header; {hint}.")
+    shape = struct.unpack(f">{ndim}I", header[4:])
+    need = len(header) + int(np.prod(shape))
+    if len(content) != need:
+        raise DatasetFormatError(
+            f"Data set {name!r}: {path} holds {len(content)} bytes but its header {shape} calls "
+            f"for {need} ({'truncated' if len(content) < need else 'trailing bytes'}); it should "
+            f"be {expected}. {hint.capitalize()}."
+        )
+    array = np.frombuffer(content, dtype=np.uint8, offset=len(header))
+    return array.reshape(shape).copy()  # writable, as torch.as_tensor wants
+
+
+def _check_labels(name: str, path: Path, labels: np.ndarray) -> None:
+    """Raise a DatasetFormatError when a label of ``path`` lies outside 0..9."""
+    if len(labels) and int(labels.max()) >= _NUM_CLASSES:
+        raise DatasetFormatError(
+            f"Data set {name!r}: {path} holds label {int(labels.max())}; labels lie in "
+            f"0..{_NUM_CLASSES - 1}. Replace it with the original file."
+        )
+
+
+def _read_cifar(name: str, folder: Path) -> _Arrays:
+    """CIFAR-10's pickled python batches: images ``(n, 3, 32, 32)`` uint8, labels ``(n,)``.
+
+    Each batch is a pickled dict with ``"data"``, a uint8 array ``(n, 3072)`` whose rows hold the
+    red, green and blue 32x32 planes, and ``"labels"``, n integers in 0..9; ``batches.meta`` holds
+    the ``"label_names"``. Files that differ from the official release are read with a warning.
+    """
+    _warn_unless_official(name, folder)
+    _unpickle(name, folder / "batches.meta", ("label_names",))
+    train = [_cifar_batch(name, folder / filename) for filename in _CIFAR_TRAIN]
+    x_test, y_test = _cifar_batch(name, folder / "test_batch")
+    x_train = np.concatenate([images for images, _ in train])
+    y_train = np.concatenate([labels for _, labels in train])
+    return _Arrays(x_train, y_train, x_test, y_test, num_classes=_NUM_CLASSES)
+
+
+def _cifar_batch(name: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Images ``(n, 3, 32, 32)`` and labels ``(n,)`` of one CIFAR-10 batch file."""
+    entry = _unpickle(name, path, ("data", "labels"))
+    images, labels = np.asarray(entry["data"]), np.asarray(entry["labels"])
+    size = int(np.prod(_CIFAR_SHAPE))
+    if images.dtype != np.uint8 or images.ndim != 2 or images.shape[1] != size:
+        raise DatasetFormatError(
+            f"Data set {name!r}: {path} holds 'data' of dtype {images.dtype} and shape "
+            f"{images.shape}; expected uint8 (n, {size}). Replace it with the original file."
+        )
+    if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
+        raise DatasetFormatError(
+            f"Data set {name!r}: {path} holds {len(images)} images but 'labels' of shape "
+            f"{labels.shape} ({labels.dtype}); expected {len(images)} integers. Replace it with "
+            "the original file."
+        )
+    if len(labels) and (labels.min() < 0 or labels.max() >= _NUM_CLASSES):
+        raise DatasetFormatError(
+            f"Data set {name!r}: {path} holds labels outside 0..{_NUM_CLASSES - 1}. Replace it "
+            "with the original file."
+        )
+    return images.reshape(-1, *_CIFAR_SHAPE), labels
+
+
+def _unpickle(name: str, path: Path, keys: tuple[str, ...]) -> dict:
+    """The dict pickled in ``path`` (as CIFAR's python version writes it), holding ``keys``."""
+    try:
+        with open(path, "rb") as handle:
+            entry = pickle.load(handle, encoding="latin1")
+    except Exception as error:  # UnpicklingError, EOFError, ValueError...: all unreadable
+        raise DatasetFormatError(
+            f"Data set {name!r}: {path} is not a pickled CIFAR batch ({type(error).__name__}: "
+            f"{_one_line(error)}). Replace it with the original file (or delete the folder and "
+            "load with download=True)."
+        ) from error
+    missing = [key for key in keys if not isinstance(entry, dict) or key not in entry]
+    if missing:
+        raise DatasetFormatError(
+            f"Data set {name!r}: {path} lacks {', '.join(map(repr, missing))}; expected a "
+            f"pickled dict with {', '.join(map(repr, keys))}. Replace it with the original file."
+        )
+    return entry
+
+
+def _warn_unless_official(name: str, folder: Path) -> None:
+    """Warn when a CIFAR-10 file's md5 differs from the official release's (torchvision's sums)."""
+    from torchvision.datasets import CIFAR10
+
+    official = dict(CIFAR10.train_list + CIFAR10.test_list)
+    official[CIFAR10.meta["filename"]] = CIFAR10.meta["md5"]
+    differ = [
+        filename
+        for filename, md5 in official.items()
+        if hashlib.md5((folder / filename).read_bytes()).hexdigest() != md5
+    ]
+    if differ:
+        warnings.warn(
+            f"Data set {name!r}: {', '.join(differ)} in {folder} differ from the official "
+            "CIFAR-10 release (md5); they are read as they are, so results are not the paper's.",
+            RuntimeWarning,
+            stacklevel=5,
+        )
+
 
 _TORCHVISION: dict[str, _TorchvisionSource] = {
-    "mnist": _TorchvisionSource("MNIST", "MNIST/raw", _MNIST_FILES, _mnist_arrays),
+    "mnist": _TorchvisionSource("MNIST", "MNIST/raw", _MNIST_FILES, _read_mnist),
     "fashion-mnist": _TorchvisionSource(
-        "FashionMNIST", "FashionMNIST/raw", _MNIST_FILES, _mnist_arrays
+        "FashionMNIST", "FashionMNIST/raw", _MNIST_FILES, _read_mnist
     ),
-    "cifar10": _TorchvisionSource(
-        "CIFAR10",
-        "cifar-10-batches-py",
-        tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta"),
-        _cifar_arrays,
-    ),
+    "cifar10": _TorchvisionSource("CIFAR10", "cifar-10-batches-py", _CIFAR_FILES, _read_cifar),
 }
 
 
@@ -342,33 +485,35 @@ def _torchvision_loader(name: str) -> Callable[[str | os.PathLike | None, bool],
     def loader(root: str | os.PathLike | None, download: bool) -> _Arrays:
         source = _TORCHVISION[name]
         folder = check_folder("root" if root is not None else "$LANDSCAPE_DATA", _data_root(root))
-        if source.files == _MNIST_FILES:
-            _check_idx_files(name, folder / source.folder)
-        x_train, y_train = source.to_array(_open_torchvision(name, folder, True, download))
-        x_test, y_test = source.to_array(_open_torchvision(name, folder, False, download))
-        return _Arrays(x_train, y_train, x_test, y_test, num_classes=10)
+        if _missing(name, folder):
+            if not download:
+                raise DatasetNotFoundError(_missing_message(name, folder))
+            _download(name, folder)
+        return source.read(name, folder / source.folder)
 
     return loader
 
 
-def _open_torchvision(name: str, root: Path, train: bool, download: bool) -> object:
-    """Instantiate the torchvision data set, turning "not found" into one clear error."""
+def _missing(name: str, root: Path) -> list[str]:
+    """The files of ``name`` that are not (regular files) in their folder under ``root``."""
+    source = _TORCHVISION[name]
+    return [
+        filename for filename in source.files if not (root / source.folder / filename).is_file()
+    ]
+
+
+def _download(name: str, root: Path) -> None:
+    """Let torchvision download ``name`` into ``root``, turning any failure into one clear error."""
     import torchvision.datasets
 
-    source = _TORCHVISION[name]
-    cls = getattr(torchvision.datasets, source.cls_name)
+    cls = getattr(torchvision.datasets, _TORCHVISION[name].cls_name)
     try:
-        return cls(str(root), train=train, download=download)
-    except Exception as error:  # torchvision raises RuntimeError, URLError, AssertionError...
-        if download:
-            raise DatasetDownloadError(_download_message(name, root, error)) from error
-        if isinstance(error, RuntimeError):
-            raise DatasetNotFoundError(_missing_message(name, root)) from error
-        raise DatasetFormatError(
-            f"Data set {name!r} in {root / source.folder} could not be read "
-            f"({type(error).__name__}: {_one_line(error)}); replace its files with the "
-            f"originals ({', '.join(source.files)})."
-        ) from error
+        cls(str(root), train=True, download=True)  # fetches (and checks) both splits' files
+    except Exception as error:  # torchvision raises RuntimeError, URLError, OSError...
+        raise DatasetDownloadError(_download_message(name, root, error)) from error
+    if _missing(name, root):
+        error = FileNotFoundError(f"missing after the download: {', '.join(_missing(name, root))}")
+        raise DatasetDownloadError(_download_message(name, root, error))
 
 
 def _one_line(error: BaseException, limit: int = 200) -> str:
@@ -387,73 +532,14 @@ def _download_message(name: str, root: Path, error: BaseException) -> str:
     )
 
 
-#: IDX header of each MNIST-format file: (type code 0x08 = unsigned byte, number of dimensions).
-_IDX_LAYOUT = {
-    "train-images-idx3-ubyte": 3,
-    "train-labels-idx1-ubyte": 1,
-    "t10k-images-idx3-ubyte": 3,
-    "t10k-labels-idx1-ubyte": 1,
-}
-
-
-def _check_idx_files(name: str, folder: Path) -> None:
-    """Check every MNIST-format file present in ``folder`` before torchvision reads it.
-
-    torchvision answers a file that is not IDX with a bare ``AssertionError`` and a truncated one
-    with a reshape error, neither naming the file. Each file must start with the magic bytes
-    00 00 08 0D (D = 3 for images, 1 for labels), then D big-endian 32-bit sizes, then exactly
-    the product of the sizes in bytes; an image file and its label file must agree on n.
-    """
-    counts = {}
-    for filename, ndim in _IDX_LAYOUT.items():
-        path = folder / filename
-        if not path.is_file():
-            continue  # missing files are torchvision's "not found" (or download) path
-        counts[filename] = _idx_count(name, path, ndim)
-    for split in ("train", "t10k"):
-        images, labels = f"{split}-images-idx3-ubyte", f"{split}-labels-idx1-ubyte"
-        if images in counts and labels in counts and counts[images] != counts[labels]:
-            raise DatasetFormatError(
-                f"Data set {name!r}: {folder / images} holds {counts[images]} images but "
-                f"{labels} holds {counts[labels]} labels; replace both with the original files."
-            )
-
-
-def _idx_count(name: str, path: Path, ndim: int) -> int:
-    """The number of items of the uint8 IDX file ``path`` with ``ndim`` dimensions, or an error."""
-    what = "images (n, rows, cols)" if ndim == 3 else "labels (n,)"
-    expected = (
-        f"an IDX file of uint8 {what}: magic bytes 00 00 08 {ndim:02x}, then {ndim} big-endian "
-        f"32-bit sizes, then their product in bytes"
-    )
-    hint = "replace it with the original file (or delete it and load with download=True)"
-    size = path.stat().st_size
-    with open(path, "rb") as handle:
-        header = handle.read(4 + 4 * ndim)
-    if len(header) < 4 or header[:4] != bytes((0, 0, 8, ndim)):
-        raise DatasetFormatError(
-            f"Data set {name!r}: {path} is not {expected}; it starts with bytes "
-            f"{header[:4].hex(' ') or '(none: the file is empty)'}. {hint.capitalize()}."
-        )
-    if len(header) < 4 + 4 * ndim:
-        raise DatasetFormatError(f"Data set {name!r}: {path} ends inside its header; {hint}.")
-    shape = struct.unpack(f">{ndim}I", header[4:])
-    need = 4 + 4 * ndim + int(np.prod(shape))
-    if size != need:
-        raise DatasetFormatError(
-            f"Data set {name!r}: {path} holds {size} bytes but its header {shape} calls for "
-            f"{need} ({'truncated' if size < need else 'trailing bytes'}); it should be "
-            f"{expected}. {hint.capitalize()}."
-        )
-    return shape[0]
-
-
 def _missing_message(name: str, root: Path) -> str:
-    """Where the files of ``name`` are expected and how to get them there."""
+    """Where the files of ``name`` are expected, which are missing, and how to get them there."""
     source = _TORCHVISION[name]
     where = root / source.folder
+    missing = _missing(name, root)
+    which = "" if len(missing) == len(source.files) else f" (missing: {', '.join(missing)})"
     return (
-        f"Data set {name!r} was not found (or is incomplete/corrupted) in {where}. "
+        f"Data set {name!r} was not found (or is incomplete) in {where}{which}. "
         f"Expected files there: {', '.join(source.files)}. "
         f"Either call data.load({name!r}, root={str(root)!r}, download=True) to download it, "
         f"or copy the files into that folder (or point root=/$LANDSCAPE_DATA at a folder that "
