@@ -1,4 +1,4 @@
-"""`python -m benchmarks [--quick] [--only NAME ...] [--threads N]`: run the benchmarks of SPEC §7.
+"""`python -m benchmarks [--quick] [--only NAME ...] [--threads N] [--paper-full]`: run the benchmarks of SPEC §7.
 
 Each benchmark prints its table as soon as it is done; a summary of every row follows at the end.
 A benchmark that raises is reported and the others still run; the exit status is 1 then.
@@ -23,6 +23,7 @@ from . import (
     bench_floor,
     bench_hutchinson,
     bench_original,
+    bench_paper_scale,
     bench_scaling,
 )
 from ._timing import table
@@ -37,6 +38,7 @@ BENCHMARKS = {
     "scaling": bench_scaling,
     "antithetic": bench_antithetic,
     "hutchinson": bench_hutchinson,
+    "paper_scale": bench_paper_scale,
 }
 
 
@@ -55,6 +57,20 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=None,
         help="torch intra-op threads (default: torch's own choice)",
+    )
+    parser.add_argument(
+        "--paper-full",
+        action="store_true",
+        help="paper_scale: measure every stage at its full size instead of scaling from smaller ones",
+    )
+    parser.add_argument(
+        "--paper-stages",
+        nargs="+",
+        choices=list(bench_paper_scale.STAGES),
+        help="paper_scale: run only these stages",
+    )
+    parser.add_argument(
+        "--paper-networks", nargs="+", choices=["mlp", "cnn"], help="paper_scale: only these"
     )
     args = parser.parse_args(argv)
     if args.threads is not None:
@@ -75,7 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.only or BENCHMARKS:
         start = time.perf_counter()
         try:
-            new = BENCHMARKS[name].run(args.quick)
+            options = (
+                dict(full=args.paper_full, stages=args.paper_stages, networks=args.paper_networks)
+                if name == "paper_scale"
+                else {}
+            )
+            new = BENCHMARKS[name].run(args.quick, **options)
         except Exception:
             failed.append(name)
             print(f"\n[{name}] FAILED after {time.perf_counter() - start:.0f}s:", flush=True)

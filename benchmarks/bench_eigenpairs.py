@@ -8,6 +8,12 @@ pair has relative residual ‖Hv − λv‖/|λ| ≤ 1e-3 *and* its eigenvalue m
 tolerance is loosened as far as it stays accurate (the sweep goes from loose to tight and keeps
 the first accurate one); then both are timed interleaved.
 Target: Lanczos uses ≤ 1/3 of PyHessian's Hessian-vector products.
+
+At N ≥ 25,000 (mnist1d, MLP 2×144, N = 28,234, K = 4,000; K = 1,000 with --quick; float32) there
+is no dense reference: a Lanczos solve at tol 1e-6 is the reference, and accuracy is judged the
+same way at 1e-3. Lanczos runs at tol 1e-4; PyHessian at the loosest of 1e-4, 1e-5, 1e-6 that is
+accurate (or at 1e-6, noted, if none is). The two are timed interleaved (median of 3 rounds).
+Target (SPEC §7): wall time ≤ 1/4 of PyHessian's.
 """
 
 from __future__ import annotations
@@ -28,9 +34,9 @@ TOLERANCES = {
 }
 
 
-def _loosest_accurate(prob, method: str, exact: np.ndarray):
+def _loosest_accurate(prob, method: str, exact: np.ndarray, tolerances=None):
     tried = []
-    for tol in TOLERANCES[method]:
+    for tol in tolerances or TOLERANCES[method]:
         result = hessian.top_eigenpairs(prob, D, method=method, tol=tol, which="LM")
         found, wanted = np.sort(result.values), np.sort(exact)  # as sets: ±λ ties may swap
         value_error = np.max(np.abs(found - wanted) / np.abs(wanted))
@@ -39,6 +45,51 @@ def _loosest_accurate(prob, method: str, exact: np.ndarray):
         if worst <= ACCURACY:
             return tol, result, tried
     return None, None, tried
+
+
+def _large(quick: bool) -> list[Row]:
+    """Wall time at N ≥ 25k, tol 1e-4, equal accuracy: the row SPEC §7 sets the ¼ target on."""
+    prob = trained("mnist1d", 2, 144, k_max=1000 if quick else None).problem
+    reference = hessian.top_eigenpairs(prob, D, tol=1e-6, which="LM")
+    exact = reference.values
+    tol_l, lan, sweep_l = _loosest_accurate(prob, "lanczos", exact, (1e-4,))
+    tol_p, pyh, sweep_p = _loosest_accurate(prob, "pyhessian", exact, (1e-4, 1e-5, 1e-6))
+    if pyh is None:  # none accurate: time the tightest tried, and say so
+        tol_p = 1e-6
+        pyh = hessian.top_eigenpairs(prob, D, method="pyhessian", tol=tol_p, which="LM")
+    if lan is None:
+        tol_l, lan = 1e-4, hessian.top_eigenpairs(prob, D, tol=1e-4, which="LM")
+    t = interleaved(
+        {
+            "lanczos": lambda: hessian.top_eigenpairs(prob, D, tol=tol_l, which="LM"),
+            "pyhessian": lambda: hessian.top_eigenpairs(
+                prob, D, method="pyhessian", tol=tol_p, which="LM"
+            ),
+        },
+        3,
+        warmup=False,
+    )
+    ratio = t["lanczos"].median / t["pyhessian"].median
+    note = (
+        f"mnist1d MLP 2×144, {sizes(prob)}, float32; HVPs {lan.hvps} vs {pyh.hvps} "
+        f"(+1 exact residual check vs +{D} residual HVPs); max rel. residual "
+        f"{lan.relative_residuals.max():.1e} vs {pyh.relative_residuals.max():.1e}; "
+        f"rounds {t['lanczos'].spread()} vs {t['pyhessian'].spread()}\n"
+        f"sweep (tolerance→worst relative error vs Lanczos tol 1e-6): lanczos "
+        f"{' '.join(sweep_l)}; pyhessian {' '.join(sweep_p)}"
+    )
+    return [
+        Row(
+            "4 top-10 eigen, N ≥ 25k",
+            f"lanczos (tol={tol_l:g})",
+            t["lanczos"].median,
+            f"pyhessian (tol={tol_p:g})",
+            t["pyhessian"].median,
+            "A/B ≤ 1/4",
+            ratio <= 1 / 4,
+            note=note,
+        )
+    ]
 
 
 def run(quick: bool) -> list[Row]:
@@ -62,7 +113,8 @@ def run(quick: bool) -> list[Row]:
                 False,
                 unit="HVPs",
                 note=f"accuracy {ACCURACY:g} not reached by {missing}; {sweep}",
-            )
+            ),
+            *_large(quick),
         ]
     (tol_l, lan, _), (tol_p, pyh, _) = found["lanczos"], found["pyhessian"]
     t = interleaved(
@@ -105,4 +157,5 @@ def run(quick: bool) -> list[Row]:
             None,
             note=f"wall time at equal accuracy, medians of {len(t['lanczos'].times)}",
         ),
+        *_large(quick),
     ]

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from landscape import hessian
+from landscape.hessian import eigen
 from landscape.problem import Problem
 
 # -- tiny problems --------------------------------------------------------------------------------
@@ -242,6 +243,102 @@ def test_lanczos_needs_fewer_hvps_than_pyhessian(tiny):
     power = hessian.top_eigenpairs(prob, 5, method="pyhessian", tol=1e-5)
     assert lanczos.relative_residuals.max() <= power.relative_residuals.max()
     assert lanczos.hvps < power.hvps
+
+
+def test_operator_keeps_one_batch_graph_and_matches_hvp(tiny):
+    """The operator's kept gradient graph (one batch) and the per-call route (several batches)
+    give the same products, and keep giving them after many calls."""
+    prob, H, _, _ = tiny
+    small = Problem(_net(False), prob.X, prob.y, dtype=torch.float64, device="cpu", max_memory=1)
+    V = torch.randn(prob.num_params, 3, generator=torch.Generator().manual_seed(5), dtype=H.dtype)
+    for p in (prob, small):
+        op = hessian.hessian_operator(p)
+        for _ in range(3):
+            assert torch.allclose(op.products(V), H @ V, rtol=0, atol=1e-10)
+            assert torch.allclose(op.products(V[:, 0]), H @ V[:, 0], rtol=0, atol=1e-10)
+        assert op.hvps == 3 * 4
+    assert hessian.hessian_operator(prob).keep
+    assert not hessian.hessian_operator(small).keep
+    two = Problem(
+        _net(False),
+        prob.X,
+        prob.y,
+        dtype=torch.float64,
+        device="cpu",
+        max_memory=prob.activation_bytes * 30,
+    )  # 40 samples in two batches, both kept
+    op = hessian.HessianOperator(two)
+    assert len(op.batches) == 2 and op.keep
+    for _ in range(2):
+        assert torch.allclose(op.products(V), H @ V, rtol=0, atol=1e-10)
+
+
+def _symmetric(values: np.ndarray, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    n = len(values)
+    Q, _ = torch.linalg.qr(torch.randn(n, n, generator=generator, dtype=torch.float64))
+    return (Q * torch.as_tensor(values)) @ Q.T
+
+
+def test_thick_restart_lanczos_on_a_near_degenerate_spectrum():
+    """Restarts, a cluster split by 1e-6 relative, and a ±λ pair: values, the cluster's subspace,
+    single vectors up to sign, and recurrence residuals equal to the exact ones."""
+    rng = np.random.default_rng(0)
+    top = np.array([5.0, 3.0, 3.0 * (1 + 1e-6), 3.0 * (1 - 1e-6), -4.9, 2.0])
+    values = np.concatenate([top, rng.uniform(-1.5, 1.5, 294)])
+    A = _symmetric(values)
+    exact_values, exact_vectors = torch.linalg.eigh(A)
+    products = []
+
+    def matmul(v):
+        products.append(1)
+        return A @ v
+
+    d = 5
+    for which in ("LA", "LM"):
+        ritz = eigen.thick_restart_lanczos(
+            matmul, torch.ones(300, dtype=A.dtype), d, which, 1e-10, 200
+        )
+        order = np.argsort(eigen.ORDER[which](exact_values.numpy()), kind="stable")[:d]
+        assert ritz.converged and ritz.done == d
+        np.testing.assert_allclose(ritz.values, exact_values.numpy()[order], rtol=1e-9)
+        V, W = ritz.vectors, exact_vectors[:, order]
+        assert torch.allclose(V.T @ V, torch.eye(d, dtype=A.dtype), atol=1e-12)
+        exact_residuals = (A @ V - V * torch.as_tensor(ritz.values)).norm(dim=0).numpy()
+        np.testing.assert_allclose(ritz.residuals, exact_residuals, rtol=0, atol=1e-12)
+        assert np.all(ritz.residuals <= 1e-10 * np.abs(ritz.values))
+        # the near-degenerate cluster {3(1 − 1e-6), 3, 3(1 + 1e-6)}: its projector, not its vectors
+        cluster = np.abs(np.abs(ritz.values) - 3) < 1e-3
+        Pc = V[:, cluster] @ V[:, cluster].T
+        Pe = W[:, cluster] @ W[:, cluster].T
+        assert torch.linalg.matrix_norm(Pc - Pe, ord=2) < 1e-4
+        # the isolated eigenvalues: vectors up to sign
+        assert np.all(_overlaps(V[:, ~cluster], W[:, ~cluster]) > 1 - 1e-10)
+    assert len(products) > 2 * 20  # m = 20 basis vectors: it had to restart
+
+
+def test_lanczos_residuals_come_from_the_recurrence_and_are_exact(case):
+    """At a loose tolerance the reported residuals are the recurrence's, equal to ‖Hv − λv‖
+    computed with the brute-force Hessian."""
+    prob, H, _, _, _ = case
+    result = hessian.top_eigenpairs(prob, 4, tol=1e-3)
+    assert result.residuals_from.startswith("Lanczos recurrence")
+    V, lam = result.vectors, torch.as_tensor(result.values)
+    exact = (H @ V - V * lam).norm(dim=0).numpy()
+    np.testing.assert_allclose(result.residuals, exact, rtol=1e-6, atol=1e-13)
+    assert np.all(result.relative_residuals <= 1e-3)
+
+
+def test_a_wrong_recurrence_estimate_is_replaced_by_exact_residuals():
+    A = _symmetric(np.linspace(-1.0, 2.0, 30), seed=1)
+    ritz = eigen.thick_restart_lanczos(
+        lambda v: A @ v, torch.ones(30, dtype=A.dtype), 2, "LA", 1e-8, 50
+    )
+    wrong = ritz._replace(residuals=np.zeros(2), vectors=ritz.vectors + 1e-3)
+    residuals, how = eigen.checked_residuals(lambda v: A @ v, wrong, torch.float64)
+    V, lam = wrong.vectors, torch.as_tensor(wrong.values)
+    np.testing.assert_allclose(residuals, (A @ V - V * lam).norm(dim=0).numpy(), rtol=1e-12)
+    assert how.startswith("one exact product per pair")
 
 
 # -- spectral density -----------------------------------------------------------------------------

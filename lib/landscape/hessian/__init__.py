@@ -6,8 +6,9 @@ Everything here concerns H = ∇²L_K(w*), the Hessian of the mean loss over all
 * ``operator`` — exact Hessian-vector products ``hvp`` and ``HessianOperator``, the one operator
   (a curvlinops ``PyTorchLinearOperator``; ``.to_scipy()`` for SciPy) that counts its products;
   ``dense_hessian`` for small N.
-* ``eigen`` — ``top_eigenpairs`` by Lanczos (SciPy ``eigsh``), PyHessian, or densely, each pair
-  with an exactly measured residual; ``pyhessian_adapter`` quarantines PyHessian.
+* ``eigen`` — ``top_eigenpairs`` by thick-restart Lanczos (residuals from its recurrence, checked
+  by one exact product), PyHessian, or densely (residuals measured exactly);
+  ``pyhessian_adapter`` quarantines PyHessian.
 * ``density`` — ``spectral_density`` by stochastic Lanczos quadrature (curvlinops), with a
   pointwise standard error over probes.
 * ``per_sample`` — ``per_sample_hessians`` and ``per_sample_spectral_norms`` (M_H = max_i ‖H_i‖₂),

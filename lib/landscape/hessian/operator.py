@@ -2,9 +2,9 @@
 
 ``hvp`` computes H v by double backward through the flat parameter vector, one batch of samples at
 a time (``Problem.batches``), so memory stays bounded whatever K is; ``HessianOperator`` wraps it as
-a curvlinops ``PyTorchLinearOperator`` that counts its products — the one operator the eigen
-solvers (SciPy ``eigsh`` through ``.to_scipy()``) and the spectral density (curvlinops' Lanczos)
-multiply with; ``dense_hessian`` materialises H for small N. Per-sample Hessians H_i are in
+a curvlinops ``PyTorchLinearOperator`` that counts its products and keeps the batches' gradient
+graphs between them when there are few — the one operator the eigen solvers (``op.products``;
+SciPy through ``.to_scipy()``) and the spectral density (curvlinops' Lanczos) multiply with; ``dense_hessian`` materialises H for small N. Per-sample Hessians H_i are in
 ``hessian.per_sample``; eigenpairs and densities in ``hessian.eigen`` and ``hessian.density``.
 """
 
@@ -59,20 +59,40 @@ def hvp(prob: Problem, v: Tensor) -> Tensor:
     columns = V.reshape(prob.num_params, -1)
     out = torch.zeros_like(columns)
     w = prob.center.detach().requires_grad_(True)  # a fresh leaf; prob.center is untouched
-    with torch.enable_grad():
-        for _, X, y in prob.batches(prob.activation_bytes):
-            loss = prob.sample_losses(w, X, y).sum() / prob.num_samples
-            (gradient,) = torch.autograd.grad(loss, w, create_graph=True)
-            if not gradient.requires_grad:  # a loss linear in w: this batch's Hessian is 0
-                continue
-            for j in range(columns.shape[1]):
-                last = j == columns.shape[1] - 1
-                (product,) = torch.autograd.grad(
-                    gradient, w, columns[:, j], retain_graph=not last, allow_unused=True
-                )
-                if product is not None:
-                    out[:, j] += product
+    for _, X, y in prob.batches(prob.activation_bytes):
+        gradient = batch_gradient(prob, w, X, y)
+        if gradient is not None:
+            out += gradient_products(gradient, w, columns, keep_graph=False)
     return out.reshape(V.shape)
+
+
+def batch_gradient(prob: Problem, w: Tensor, X: Tensor, y: Tensor) -> Tensor | None:
+    """∇_w (1/K) Σ_{i∈batch} l_i(w) with its graph kept (``create_graph``), or None when the
+    batch's loss is linear in w (its Hessian is 0). ``w`` is a leaf that requires grad."""
+    with torch.enable_grad():
+        loss = prob.sample_losses(w, X, y).sum() / prob.num_samples
+        (gradient,) = torch.autograd.grad(loss, w, create_graph=True)
+    return gradient if gradient.requires_grad else None
+
+
+def gradient_products(gradient: Tensor, w: Tensor, columns: Tensor, keep_graph: bool) -> Tensor:
+    """(N, m) products ∇_w ⟨gradient, c⟩ for the columns c of ``columns``: one double backward
+    per column through the same graph (kept after the last one when ``keep_graph``).
+
+    A loop rather than one vmapped pass (``is_grads_batched``): on the mnist1d MLP 2×144
+    (N = 28,234, K = 4,000, one CPU thread) 4 columns took 0.078 s looped against 0.13 s vmapped,
+    16 columns 0.27 s against 0.71 s.
+    """
+    out = torch.zeros_like(columns)
+    with torch.enable_grad():
+        for j in range(columns.shape[1]):
+            keep = keep_graph or j < columns.shape[1] - 1
+            (product,) = torch.autograd.grad(
+                gradient, w, columns[:, j], retain_graph=keep, allow_unused=True
+            )
+            if product is not None:
+                out[:, j] = product
+    return out
 
 
 class HessianOperator(PyTorchLinearOperator):
@@ -82,9 +102,23 @@ class HessianOperator(PyTorchLinearOperator):
     exact ``hvp``; ``op.to_scipy()`` is the SciPy ``LinearOperator`` (float64 NumPy in and out)
     that ``eigsh`` takes. H is symmetric, so the operator is its own adjoint.
 
+    When the K samples fit in at most ``kept_batches`` batches (``Problem.batches``; default 2),
+    the operator builds each batch's gradient graph once, on its first product, and keeps them
+    for the next ones: every later H v is one double backward per batch, without the forward and
+    first backward pass that ``hvp`` repeats (0.024 s against 0.051 s per product on the mnist1d
+    MLP 2×144, N = 28,234, K = 4,000, one batch). Each graph is what one ``hvp`` call holds for
+    its batch (forward activations within ``max_memory`` by the batch rule), so the operator
+    holds at most ``kept_batches`` times that, as long as it lives. With more batches each
+    product is ``hvp``.
+
+    Args:
+        prob: the Problem.
+        kept_batches: keep the gradient graphs when there are at most this many batches.
+
     Attributes:
         prob: the Problem.
         hvps: Hessian-vector products carried out so far (a product with m columns counts m).
+        keep: whether the batches' gradient graphs are kept between products.
 
     Example:
         >>> op = HessianOperator(prob)                             # doctest: +SKIP
@@ -94,15 +128,33 @@ class HessianOperator(PyTorchLinearOperator):
 
     SELF_ADJOINT = True
 
-    def __init__(self, prob: Problem) -> None:
+    def __init__(self, prob: Problem, kept_batches: int = 2) -> None:
         super().__init__([(prob.num_params,)], [(prob.num_params,)])
         self.prob = prob
         self.hvps = 0
+        self.batches = [(X, y) for _, X, y in prob.batches(prob.activation_bytes)]
+        self.keep = len(self.batches) <= kept_batches
+        self.graphs: tuple[Tensor, list[Tensor]] | None = None  # (w, kept batch gradients)
 
     def _matmat(self, X: list[Tensor]) -> list[Tensor]:
         (V,) = X  # (N, m)
         self.hvps += V.shape[1]
-        return [hvp(self.prob, V)]
+        if not self.keep:
+            return [hvp(self.prob, V)]
+        if self.graphs is None:
+            w = self.prob.center.detach().requires_grad_(True)
+            gradients = [batch_gradient(self.prob, w, X, y) for X, y in self.batches]
+            self.graphs = (w, [g for g in gradients if g is not None])
+        w, gradients = self.graphs
+        out = torch.zeros_like(V)
+        for gradient in gradients:
+            out += gradient_products(gradient, w, V, keep_graph=True)
+        return [out]
+
+    def products(self, V: Tensor) -> Tensor:
+        """H V for a tensor (N,) or (N, m) on the Problem's device and dtype, counted."""
+        columns = V.reshape(self.prob.num_params, -1)
+        return self._matmat([columns])[0].reshape(V.shape)
 
     @property
     def device(self) -> torch.device:

@@ -1,0 +1,347 @@
+"""9. The papers' scale, each stage timed against its floor, with peak memory and growth in K.
+
+Networks of the papers' shapes on random tensors of the real input shapes (cost does not depend on
+pixel values): the MNIST-shaped MLP 4×128 with batch-norm and dropout (N = 152,330) at K = 10,000,
+and the CIFAR-shaped CNN 4×64 with batch-norm (N ≈ 112k) at K = 2,000; float32, batch-norm with
+non-trivial running statistics, eval mode.
+
+Stages and their floors (measured in the same process, interleaved with the stage):
+
+* Monte Carlo, 64 full-space draws: the bare batched forward over the same 64 × K losses.
+* closed form in d = 16 (``difference_terms(prob, subspace)``): 4d bare forwards over K (the
+  chain route costs about 4d layer products per sample).
+* top-16 eigenpairs (which="LM", tol 1e-4), ours and PyHessian's: each one's HVP count × one HVP.
+* stochastic full-space terms (``method="hutchinson"``, defaults s = m = 64): a 128-HVP sketch
+  plus 4·128 forwards (the layer products for d = 128); also printed as a multiple of 64 MC draws.
+* SLQ density (defaults: 8 probes × 64 steps): its HVP count × one HVP.
+* a 41×41 surface (``surface.scan``): 1,681 bare forwards over K.
+
+Stages too slow for this CPU are measured at 2–3 smaller sizes (K, or grid points for the
+surface) and scaled to the target with the exponent fitted on a log-log scale; the row says so.
+``--paper-full`` measures every stage at its full size. One round per size (two for the cheap
+stages), the contender and its floor interleaved. Peak memory is the stage's own (peak RSS above
+its start, at the largest size measured); target ≤ 4 GB.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from landscape import curvature, delta, directions, hessian, models, surface
+from landscape.hessian import hvp
+from landscape.problem import Problem
+
+from ._common import bare_loop, parameter_draws
+from ._timing import Row, peak_memory, timed
+
+SIGMA = 0.01
+
+
+@dataclass(frozen=True)
+class Network:
+    kind: str
+    input_shape: tuple[int, ...]
+    cfg: dict
+    samples: int  # the target K
+    sizes: dict  # stage -> sizes measured (K, or grid points for "surface"), None: the target only
+
+
+NETWORKS = {
+    "MLP 4×128 bn+dropout (MNIST)": Network(
+        "mlp",
+        (1, 28, 28),
+        dict(depth=4, width=128, batch_norm=True, dropout=0.2),
+        10_000,
+        {
+            "mc": (2_500, 5_000, 10_000),
+            "closed": (2_500, 5_000, 10_000),
+            "eigen": (2_500, 5_000, 10_000),
+            "pyhessian": (2_500,),
+            "hutchinson": (500, 1_000, 2_000),
+            "slq": (1_250, 2_500),
+            "surface": (6, 11),
+        },
+    ),
+    "CNN 4×64 bn (CIFAR)": Network(
+        "cnn",
+        (3, 32, 32),
+        dict(depth=4, channels=64, batch_norm=True),
+        2_000,
+        {
+            "mc": (125, 250),
+            "closed": (125, 250),
+            "eigen": (125, 250),
+            "pyhessian": (),  # about 10 minutes at K = 125 on this CPU: --paper-full runs it
+            "hutchinson": (64, 128),
+            "slq": (32, 64),
+            "surface": (3, 5),
+        },
+    ),
+}
+
+
+def _problem(net: Network, k: int) -> Problem:
+    model = models.build(net.kind, net.input_shape, 10, seed=0, **net.cfg)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # non-trivial running statistics, then eval mode
+        model.train()
+        model(torch.randn(256, *net.input_shape, generator=generator) * 1.5 + 0.2)
+    model.eval()
+    X = torch.randn(k, *net.input_shape, generator=generator)
+    y = torch.randint(0, 10, (k,), generator=generator)
+    return Problem(model, X, y, dtype=torch.float32, device="auto")
+
+
+def _median_time(fn: Callable[[], object], repeats: int = 3) -> float:
+    return statistics.median(timed(fn)[1] for _ in range(repeats))
+
+
+class Unit:
+    """One HVP and one bare forward over the Problem's K samples, timed when asked: right after
+    the stage they are the floor of (a warm-up call, then the median of 3), so that both see the
+    same load on a shared machine."""
+
+    def __init__(self, prob: Problem) -> None:
+        self.v = torch.randn(prob.num_params, generator=torch.Generator().manual_seed(1))
+        self.v = self.v.to(prob.center)
+        self.prob = prob
+        self.bare = bare_loop(prob, prob.center[None])
+
+    def hvp(self) -> float:
+        hvp(self.prob, self.v)
+        return _median_time(lambda: hvp(self.prob, self.v))
+
+    def forward(self) -> float:
+        self.bare()
+        return _median_time(self.bare)
+
+
+def _mc(prob, unit):
+    W = parameter_draws(prob, SIGMA, 64)
+    floor = bare_loop(prob, W)
+    return (
+        lambda: delta.monte_carlo(prob, SIGMA, 64, progress=False),
+        lambda _: _median_time(floor, 1),
+        "64 bare forwards",
+    )
+
+
+def _closed(prob, unit):
+    sub = directions.random(prob, 16, seed=0)
+    return (
+        lambda: curvature.difference_terms(prob, sub, progress=False),
+        lambda _: 64 * unit.forward(),
+        "4d = 64 forwards",
+    )
+
+
+def _eigen(method):
+    # PyHessian's own default of 100 iterations per pair (``converged`` says whether it stopped
+    # on tol): with the adapter's 1,000, near-degenerate pairs at small K ran for an hour.
+    max_iter = 100 if method == "pyhessian" else None
+
+    def stage(prob, unit):
+        return (
+            lambda: hessian.top_eigenpairs(
+                prob, 16, method=method, tol=1e-4, which="LM", max_iter=max_iter
+            ),
+            lambda result: result.hvps * unit.hvp(),
+            "HVPs × one HVP",
+        )
+
+    return stage
+
+
+def _hutchinson(prob, unit):
+    return (
+        lambda: curvature.difference_terms(prob, method="hutchinson", progress=False),
+        lambda _: 128 * unit.hvp() + 512 * unit.forward(),
+        "128 HVPs + 512 forwards",
+    )
+
+
+def _slq(prob, unit):
+    return (
+        lambda: hessian.spectral_density(prob),
+        lambda result: result.hvps * unit.hvp(),
+        "HVPs × one HVP",
+    )
+
+
+def _surface(points):
+    def stage(prob, unit):
+        sub = directions.random(prob, 2, seed=1)
+        return (
+            lambda: surface.scan(prob, sub, span=0.5, points=points, progress=False),
+            lambda _: points**2 * unit.forward(),
+            "points² forwards",
+        )
+
+    return stage
+
+
+STAGES = {  # name -> (label, stage builder given the size, repeats)
+    "mc": ("Monte Carlo, 64 draws", lambda size: _mc, 2),
+    "closed": ("closed form d = 16", lambda size: _closed, 2),
+    "eigen": ("top-16 eigen, ours", lambda size: _eigen("lanczos"), 1),
+    "pyhessian": ("top-16 eigen, PyHessian", lambda size: _eigen("pyhessian"), 1),
+    "hutchinson": ("stochastic full-space", lambda size: _hutchinson, 1),
+    "slq": ("SLQ density", lambda size: _slq, 1),
+    "surface": ("41×41 surface", _surface, 1),
+}
+
+
+def _fit(sizes: list[int], times: list[float], target: int) -> tuple[float, float]:
+    """(time scaled to ``target``, exponent): the last point moved along the log-log fit."""
+    if len(sizes) < 2:
+        return times[-1] * target / sizes[-1], math.nan
+    slope = float(np.polyfit(np.log(sizes), np.log(times), 1)[0])
+    return times[-1] * (target / sizes[-1]) ** slope, slope
+
+
+def _measure(net: Network, stage: str, problems: dict, full: bool) -> dict | None:
+    label, builder, repeats = STAGES[stage]
+    sizes = list(net.sizes[stage])
+    by_points = stage == "surface"
+    target = 41 if by_points else net.samples
+    if full:
+        sizes = [target]
+    if not sizes:
+        return None
+    times, floors, extra = [], [], ""
+    eigen_runs: dict[int, tuple[float, int, str]] = {}  # K -> (seconds, HVPs, note)
+    peak = 0
+    for size in sizes:
+        k = net.samples if by_points else size
+        prob, unit = problems.setdefault(k, None) or (None, None)
+        if prob is None:
+            prob = _problem(net, k)
+            unit = Unit(prob)
+            problems[k] = (prob, unit)
+        run, floor_of, floor_text = builder(size)(prob, unit)
+        start = time.perf_counter()
+        result, peak, _ = peak_memory(run, prob.device)  # the warm-up, or the one round
+        spent, floor = [time.perf_counter() - start], [floor_of(result)]
+        if repeats > 1:  # leave the warm-up out
+            spent, floor = [], []
+            for _ in range(repeats):
+                spent.append(timed(run)[1])
+                floor.append(floor_of(result))
+        times.append(statistics.median(spent))
+        floors.append(statistics.median(floor))
+        if stage in ("eigen", "pyhessian"):
+            extra = (
+                f"{result.hvps} HVPs, max rel. residual {result.relative_residuals.max():.1e}, "
+                f"{'converged' if result.converged else 'stopped by max_iter'} (at K = {size:,})"
+            )
+            eigen_runs[size] = (times[-1], result.hvps, extra)
+    value, slope = _fit(sizes, times, target)
+    floor_value, floor_slope = _fit(sizes, floors, target)
+    measured = sizes[-1] == target
+    unit_name = "points per side" if by_points else "K"
+    if len(sizes) == 1:
+        how = (
+            "measured"
+            if measured
+            else (
+                f"measured at {unit_name} = {sizes[0]:,}, scaled linearly (assumed) to {target:,}"
+            )
+        )
+    else:
+        how = (
+            f"measured at {unit_name} = {', '.join(map(str, sizes))}; time ∝ "
+            f"{'points²' if by_points else 'K'}^{slope / (2 if by_points else 1):.2f}"
+            + ("" if measured else f", scaled to {target:,}")
+        )
+    return dict(
+        label=label,
+        value=value,
+        floor=floor_value,
+        floor_text=floor_text,
+        how=how,
+        peak=peak,
+        extra=extra,
+        eigen_runs=eigen_runs,
+        problem=problems[net.samples if by_points else sizes[-1]][0],
+    )
+
+
+def run(
+    quick: bool,
+    full: bool = False,
+    stages: list[str] | None = None,
+    networks: list[str] | None = None,
+) -> list[Row]:
+    """Every stage on each paper-shaped network; ``full`` (``--paper-full``) measures each at its
+    full size instead of scaling from smaller ones; ``stages`` and ``networks`` (``--paper-stages``,
+    ``--paper-networks``: "mlp", "cnn") pick parts (None: all)."""
+    rows: list[Row] = []
+    for name, net in NETWORKS.items():
+        if networks and net.kind not in networks:
+            continue
+        if quick:  # the smallest size of each stage only, nothing scaled beyond a fit of one point
+            net = Network(
+                net.kind,
+                net.input_shape,
+                net.cfg,
+                net.samples,
+                {s: v[:1] for s, v in net.sizes.items()},
+            )
+        problems: dict = {}
+        found = {}
+        for stage in stages or STAGES:
+            result = _measure(net, stage, problems, full)
+            if result is None:
+                continue
+            found[stage] = result
+            prob = result["problem"]
+            print(
+                f"  [{name}] {result['label']}: {result['value']:.2f} s vs floor "
+                f"{result['floor']:.2f} s ({result['how']}); peak "
+                f"{result['peak'] / 2**20:,.0f} MiB",
+                flush=True,
+            )
+        n = prob.num_params
+        for stage, r in found.items():
+            note = f"{r['how']}; peak {r['peak'] / 2**20:,.0f} MiB"
+            if r["extra"]:
+                note += f"; {r['extra']}"
+            if stage == "hutchinson" and "mc" in found:
+                note += f"; {r['value'] / found['mc']['value']:.1f}× 64 Monte Carlo draws"
+            rows.append(
+                Row(
+                    f"9 {name.split(' (')[0]}",
+                    r["label"],
+                    r["value"],
+                    f"floor: {r['floor_text']}",
+                    r["floor"],
+                    "peak ≤ 4 GB",
+                    r["peak"] <= 4 * 2**30,
+                    note=note,
+                )
+            )
+        if "eigen" in found and "pyhessian" in found:  # side by side at the same K
+            ours, theirs = found["eigen"]["eigen_runs"], found["pyhessian"]["eigen_runs"]
+            common = sorted(set(ours) & set(theirs))
+            if common:
+                k = common[-1]
+                rows.append(
+                    Row(
+                        f"9 {name.split(' (')[0]}",
+                        f"top-16 eigen, ours (K = {k:,})",
+                        ours[k][0],
+                        "PyHessian, same K",
+                        theirs[k][0],
+                        "A/B ≤ 1/4",
+                        ours[k][0] <= theirs[k][0] / 4,
+                        note=f"N = {n:,}; ours {ours[k][2]}; PyHessian {theirs[k][2]}",
+                    )
+                )
+    return rows
