@@ -188,8 +188,8 @@ def read(
         alpha_gap_per_order=per_order.tolist(), gap_fit_at_first_k=float(gap_fit.predict(gap.k[:1])[0]),
         alpha_single_order_range=(float(np.percentile(per_order, 2.5)), float(np.percentile(per_order, 97.5))),
     )
-    space = (f"in the full space, d = N = {dim}" if dim == num_params else
-             f"in a random subspace of d = {dim} of the N = {num_params} directions")
+    space = (f"in the full space, d = N = {dim:,}" if dim == num_params else
+             f"in a random subspace of d = {dim} of the N = {num_params:,} directions")
     headline, text = _prose(c, sigmas, tag, numbers, space, network, list(kinks), gap.orders)
     return Reading(ledger=tuple(ledger), headline=headline, text=text, numbers=numbers)
 
