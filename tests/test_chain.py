@@ -101,11 +101,17 @@ def _mlp_batch_norm():
     return _with_running_stats(net, (4,))
 
 
+def _mlp_dropout():  # the paper MLP's layers: dropout (identity in eval mode) and an Identity
+    net = models.build("mlp", (4,), 3, depth=2, width=5, batch_norm=True, dropout=0.5, seed=0)
+    return nn.Sequential(_with_running_stats(net, (4,)), nn.Identity())
+
+
 CASES = {
     "mlp-relu": (lambda: _mlp(nn.ReLU()), (4,), "cross_entropy"),
     "mlp-tanh": (lambda: _mlp(nn.Tanh()), (4,), "cross_entropy"),
     "mlp-no-bias": (lambda: _mlp(nn.ReLU(), bias=False), (4,), "cross_entropy"),
     "mlp-batch-norm": (_mlp_batch_norm, (4,), "cross_entropy"),
+    "mlp-dropout": (_mlp_dropout, (4,), "cross_entropy"),
     "mlp-mse": (lambda: _mlp(nn.Tanh()), (4,), "mse"),
     "nested": (_nested, (4,), "cross_entropy"),
     "layer-group-norm": (_smooth_norms, (4,), "cross_entropy"),
@@ -148,6 +154,19 @@ def test_chain_equals_brute_force(case):
         _close(actual, expected)
     _close(raw[2], raw[2].transpose(1, 2), rtol=1e-13)  # symmetric before symmetrising
     assert torch.equal(B, B.transpose(1, 2))
+
+
+def test_directions_prepared_once_follow_the_basis():
+    """The layers' direction pieces are made once per basis and shared by later calls: a basis
+    changed in place, or a new one, is seen; one in column-major order gives the same numbers."""
+    prob = _problem("mlp-relu")
+    P = directions.random(prob, 4, kind="gaussian", seed=2).basis
+    losses, G, B = chain.chain_derivatives(prob, prob.X, prob.y, P)
+    P.mul_(2.0)
+    for P2 in (P, P.T.contiguous().T, P.clone()):
+        _, G2, B2 = chain.chain_derivatives(prob, prob.X, prob.y, P2)
+        _close(G2, 2 * G, rtol=1e-13)
+        _close(B2, 4 * B, rtol=1e-13)
 
 
 def test_non_orthonormal_basis_with_a_zero_column():

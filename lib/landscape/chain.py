@@ -40,8 +40,9 @@ from __future__ import annotations
 
 import copy
 import math
+import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -124,6 +125,28 @@ def support(prob: Problem) -> tuple[bool, str]:
     return True, f"a chain of {len(leaves)} layers ({parametric} parametric)"
 
 
+def sample_bytes(prob: Problem, dim: int) -> int:
+    """Bytes one sample takes in ``chain_derivatives`` with d directions: 3d + 3 copies (values,
+    tangents, direction outputs, adjoints and their tangents) of every layer's output from the
+    first parametric layer on — the layers' own outputs, measured on one sample, not those of the
+    containers or the input, which ``Problem.activation_bytes`` counts besides (an upper estimate
+    4–8× above this on MLPs)."""
+    if prob not in _FEATURES:
+        layers = _layers(prob, prob.center[:, None])
+        first = next((i for i, layer in enumerate(layers) if layer.dirs is not None), len(layers))
+        h, features = prob.X[:1], 0
+        with torch.no_grad():
+            for i, layer in enumerate(layers):
+                h = layer.value(h)
+                features += h.numel() if i >= first else 0
+        _FEATURES[prob] = features
+    return (3 * dim + 3) * _FEATURES[prob] * prob.dtype.itemsize
+
+
+#: Floats of the layers' outputs per sample from the first parametric layer on, per Problem.
+_FEATURES: weakref.WeakKeyDictionary[Problem, int] = weakref.WeakKeyDictionary()
+
+
 def chain_derivatives(
     prob: Problem, X: Tensor, y: Tensor, P: Tensor, *, symmetrise: bool = True
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -151,7 +174,7 @@ def symmetric(B: Tensor) -> Tensor:
 def _derivatives(prob: Problem, X: Tensor, y: Tensor, P: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """``chain_derivatives`` without the check and the final symmetrisation."""
     n, d = len(X), P.shape[1]
-    layers = _layers(prob, P)
+    layers = _prepared(prob, P)
     first = next((i for i, layer in enumerate(layers) if layer.dirs is not None), None)
     G, B = P.new_zeros((n, d)), P.new_zeros((n, d, d))
     # forward: values up to the first parametric layer, values and tangents (n, d, ...) after it
@@ -176,8 +199,16 @@ def _loss_head(loss_fn: Callable, f: Tensor, fdot: Tensor | None, y: Tensor):
     delta = gradient(f)
     if fdot is None:  # no parametric layer at all
         return losses, delta, None
-    ddelta = vmap(lambda t: jvp(gradient, (f,), (t,))[1], in_dims=1, out_dims=1)(fdot)
-    return losses, delta, ddelta
+    n, d, outputs = len(f), fdot.shape[1], f[0].numel()
+    if outputs >= d:
+        ddelta = vmap(lambda t: jvp(gradient, (f,), (t,))[1], in_dims=1, out_dims=1)(fdot)
+        return losses, delta, ddelta
+    # fewer outputs than directions (C logits, d = 128): each sample's C×C Hessian ∇²_f ℓ from C
+    # jvps along the unit vectors (shared by every sample, as the loss separates), then d products
+    units = torch.eye(outputs, dtype=f.dtype, device=f.device).view(outputs, 1, *f.shape[1:])
+    hessian = vmap(lambda e: jvp(gradient, (f,), (e.expand_as(f),))[1], out_dims=1)(units)
+    ddelta = torch.bmm(fdot.reshape(n, d, outputs), hessian.reshape(n, outputs, outputs))
+    return losses, delta, ddelta.view_as(fdot)
 
 
 # -- the layers ------------------------------------------------------------------------------------
@@ -223,6 +254,7 @@ class _Layer:
     kind: str
     theta: dict[str, Tensor]
     dirs: dict[str, Tensor] | None
+    cache: dict[str, Tensor] = field(default_factory=dict)  # direction matrices, made once
 
     def call(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
         return functional_call(self.module, params, (x,))
@@ -286,7 +318,9 @@ class _Linear(_Layer):
         u = None
         if self.dirs is not None:
             d, out, inp = self.dirs["weight"].shape
-            u = (h @ self.dirs["weight"].reshape(d * out, inp).T).view(len(h), d, out)
+            if "rows" not in self.cache:  # (d·out, inp): the d weight directions stacked
+                self.cache["rows"] = self.dirs["weight"].reshape(d * out, inp)
+            u = (h @ self.cache["rows"].T).view(len(h), d, out)
             if "bias" in self.dirs:
                 u = u + self.dirs["bias"]
             ydot = u if ydot is None else ydot + u
@@ -301,9 +335,21 @@ class _Linear(_Layer):
             return None, None
         W, pW = self.theta["weight"], self.dirs["weight"]
         d, out, inp = pW.shape
-        q = (delta @ pW.transpose(0, 1).reshape(out, d * inp)).view(len(h), d, inp)
+        if "columns" not in self.cache:  # (out, d·inp): the weight directions side by side
+            self.cache["columns"] = pW.transpose(0, 1).reshape(out, d * inp)
+        q = (delta @ self.cache["columns"]).view(len(h), d, inp)
         _add_pairs(B, q, hdot)
         return delta @ W, torch.addmm(q.view(-1, inp), ddelta.reshape(-1, out), W).view_as(q)
+
+
+class _Identity(_Layer):
+    """nn.Identity and dropout in eval mode: values, tangents and adjoints pass unchanged."""
+
+    def forward(self, h: Tensor, hdot: Tensor | None):
+        return None, h, hdot
+
+    def backward(self, state, delta: Tensor, ddelta: Tensor, G: Tensor, B: Tensor):
+        return delta, ddelta
 
 
 class _ReLU(_Layer):
@@ -453,11 +499,34 @@ def _add_pairs(B: Tensor, a: Tensor, b: Tensor) -> None:
     B.baddbmm_(a.reshape(n, d, -1), b.reshape(n, d, -1).transpose(1, 2))
 
 
+#: The layers of the last (Problem, P) pair, while P lives: the chunks of samples of one call, and
+#: the calls for the batches of one estimate, share the directions' pieces and matrices.
+_PREPARED: dict[str, tuple] = {}
+
+
+def _prepared(prob: Problem, P: Tensor) -> list[_Layer]:
+    """``_layers(prob, P)``, made once per P (and again if P changes in place)."""
+    last = _PREPARED.get("last")
+    if last is not None and last[0]() is P and last[1]() is prob and last[2] == P._version:
+        return last[3]
+    layers = _layers(prob, P)
+    _PREPARED["last"] = (weakref.ref(P), weakref.ref(prob), P._version, layers)
+    weakref.finalize(P, _forget)
+    return layers
+
+
+def _forget() -> None:
+    """Drop the prepared layers once their P is gone (they hold copies of it)."""
+    last = _PREPARED.get("last")
+    if last is not None and last[0]() is None:
+        del _PREPARED["last"]
+
+
 def _layers(prob: Problem, P: Tensor) -> list[_Layer]:
     """The chain's layers with θ* and the directions' pieces, mapped by parameter identity."""
     names = {id(p): name for name, p in prob.model.named_parameters()}
     theta = prob.unflatten(prob.center)
-    pieces = prob.unflatten(P.T.contiguous())  # name -> (d, *shape)
+    pieces = prob.unflatten(P.T.contiguous())  # name -> (d, *shape); free if P = Pᵀᵀ
     out = []
     for _, module in _leaves(prob.model):
         own = dict(module.named_parameters(recurse=False))
@@ -493,6 +562,11 @@ _FAST: dict[type[nn.Module], type[_Layer]] = {
     nn.BatchNorm1d: _BatchNorm,
     nn.BatchNorm2d: _BatchNorm,
     nn.BatchNorm3d: _BatchNorm,
+    nn.Identity: _Identity,
+    nn.Dropout: _Identity,
+    nn.Dropout1d: _Identity,
+    nn.Dropout2d: _Identity,
+    nn.Dropout3d: _Identity,
     nn.ReLU: _ReLU,
     nn.MaxPool1d: _MaxPool,
     nn.MaxPool2d: _MaxPool,

@@ -30,7 +30,7 @@ from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor
-from torch.func import grad, jacfwd, vmap
+from torch.func import grad_and_value, jacfwd, vmap
 
 from . import chain
 from .chain import symmetric
@@ -63,8 +63,7 @@ def per_sample_grads_and_hvps(
     """
     loss = prob.sample_loss
     w = prob.center
-    losses = vmap(loss, in_dims=(None, 0, 0))(w, X, y)
-    grads = vmap(grad(loss), in_dims=(None, 0, 0))(w, X, y)
+    grads, losses = vmap(grad_and_value(loss), in_dims=(None, 0, 0))(w, X, y)  # one pass
     if V is None:
         return losses, grads, None
     hvps = vmap(vmap(prob.sample_hvp, in_dims=(None, None, 1)), in_dims=(0, 0, None))(X, y, V)
@@ -136,14 +135,17 @@ def route_bytes(prob: Problem, route: str, dim: int, block: int = 0) -> tuple[in
     """(bytes per sample, HVP columns per call) of ``projected_derivatives`` by ``route`` in
     dimension d, and ``block`` floats per sample that the caller keeps besides.
 
-    Per sample, the chain route keeps about 3d + 3 activations (values, tangents, direction outputs,
-    adjoints and their tangents), forward mode about 3d(d + 1), the HVP routes ``hvp_bytes``; all
-    keep the d×d block (four copies).
+    Per sample, the chain route keeps about 3d + 3 copies of its layers' outputs (values, tangents,
+    direction outputs, adjoints and their tangents: ``chain.sample_bytes``), forward mode about
+    3d(d + 1) activations, the HVP routes ``hvp_bytes``; all keep the d×d block (four copies).
     """
     if route in ("hvp", "backward"):
         return hvp_bytes(prob, dim, block=dim * dim + block)
-    copies = 3 * dim + 3 if route == "chain" else 3 * dim * (dim + 1)
-    return copies * prob.activation_bytes + 4 * (dim * dim + block) * 8, dim
+    if route == "chain" and chain.support(prob)[0]:
+        working = chain.sample_bytes(prob, dim)
+    else:
+        working = (3 * dim + 3 if route == "chain" else 3 * dim * (dim + 1)) * prob.activation_bytes
+    return working + 4 * (dim * dim + block) * 8, dim
 
 
 # -- projected derivatives by route ----------------------------------------------------------------

@@ -218,13 +218,17 @@ def _probe_pair_terms(
         W = torch.cat([Q, V - Q @ (Q.T @ V)], dim=1)
     else:
         W = V
+    W = W.T.contiguous().T  # column-major: the chain route slices each direction without a copy
     route, why = proven_route(prob, W.shape[1], route, **limits)
     notes.append(f"projected per-sample Hessians WᵀH_iW by the '{route}' route: {why}.")
     gradients = proven_hvps(prob, "backward" if route == "backward" else "auto")[0]
     notes.append(f"Tr M_k² from {probes} probes, deflated by {deflate} directions.")
     # a per-sample gradient (its pass and N floats) and the (s+m)² blocks (four copies while the
-    # differences form); projected_derivatives batches its own working memory within the batch
-    sample_bytes, _ = hvp_bytes(prob, 1, block=W.shape[1] ** 2)
+    # differences form), or the projections' working memory if larger: then projected_derivatives
+    # takes the whole batch in one chunk
+    sample_bytes = max(
+        hvp_bytes(prob, 1, block=W.shape[1] ** 2)[0], route_bytes(prob, route, W.shape[1])[0]
+    )
 
     def derivatives(rows: slice, X: Tensor, y: Tensor) -> dict[str, Tensor]:
         losses, grads, _ = gradients(prob, X, y, None)
@@ -292,10 +296,10 @@ def _stream(
     for rows, X, y in prob.batches(sample_bytes):
         values = derivatives(rows, X, y)
         diffs, k = running.differences(**values)
-        gap, grad_sq = diffs["loss"], diffs["grad"].square().sum(1)
+        gap, grad_sq = diffs["loss"], torch.linalg.vector_norm(diffs["grad"], dim=1).square()
         running.keep(k, gap=gap, grad_sq=grad_sq, **terms(diffs))
         max_loss = max(max_loss, float(values["loss"].max()))
-        max_grad = max(max_grad, float(values["grad"].norm(dim=1).max()))
+        max_grad = max(max_grad, float(torch.linalg.vector_norm(values["grad"], dim=1).max()))
         if hessian_norms:
             max_hess = max(max_hess, float(torch.linalg.eigvalsh(values["hess"]).abs().max()))
         progress_bar.update(len(X))
