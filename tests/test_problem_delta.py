@@ -121,6 +121,18 @@ def test_prefix_means_and_differences_by_chunks_equal_one_pass():
     np.testing.assert_allclose(running.result("first"), prefix.differences(x[:, 0]), rtol=1e-13)
 
 
+@pytest.mark.parametrize("width", [3, prefix.ROW_LOOP_MIN])  # cumsum, and the loop over rows
+def test_running_differences_of_long_rows_equal_brute_force(width):
+    x = torch.randn(9, width, generator=generator(1), dtype=torch.float64)
+    brute = torch.stack([x[:k].mean(0) for k in range(1, 10)])
+    running, got = prefix.RunningDifferences(), []
+    for chunk in x.split(4):
+        diffs, k = running.differences(value=chunk)
+        got.append(diffs["value"])
+    torch.testing.assert_close(torch.cat(got)[1:], brute[1:] - brute[:-1], rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(running.sums["value"], x.sum(0), rtol=1e-12, atol=1e-13)
+
+
 def test_problem_bad_inputs_name_the_parameter(tiny_problem):
     X, y = tiny_data()
     with pytest.raises(ValueError, match="W must have shape"):

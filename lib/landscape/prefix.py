@@ -45,6 +45,10 @@ def differences(values: Tensor) -> Tensor:
     return (values[..., 1:] - previous_means) / k
 
 
+#: Values per sample from which ``RunningDifferences`` forms prefix sums by a loop over the rows.
+ROW_LOOP_MIN = 4096
+
+
 class RunningDifferences:
     """(x_k − mean_{i<k} x_i) / k for per-sample values that arrive in chunks of samples, in order.
 
@@ -77,8 +81,18 @@ class RunningDifferences:
         for name, x in values.items():
             # In place on our own temporaries (never on x): with full-space Hessian blocks (N×N per
             # sample) every fresh temporary costs more than its arithmetic (bench_exact_full).
-            before = x.cumsum(0).sub_(x)
-            total = x.sum(0, dtype=torch.float64)
+            if x[0].numel() >= ROW_LOOP_MIN:
+                # long rows (gradients, N×N blocks): a loop over the n rows walks memory in order,
+                # where cumsum(0) strides across rows (measured 3× slower at 72 × 152,330), and the
+                # chunk's total is the loop's last running sum
+                before, running = torch.empty_like(x), torch.zeros_like(x[0])
+                for row, value in zip(before, x):
+                    row.copy_(running)
+                    running.add_(value)
+                total = running.to(torch.float64)
+            else:
+                before = x.cumsum(0).sub_(x)
+                total = x.sum(0, dtype=torch.float64)
             if name in self.sums:
                 before.add_(self.sums[name].to(x.dtype))
                 self.sums[name].add_(total)
