@@ -215,3 +215,10 @@ def test_cuda_training_is_reproducible_and_cached_on_the_device(digits, tmp_path
     assert next(a.net.parameters()).is_cuda and next(c.net.parameters()).is_cuda
     assert _same_weights(a.net, b.net) and _same_weights(a.net, c.net) and c.history.from_cache
     assert not torch.backends.cudnn.deterministic  # the global flag is restored
+
+
+def test_cache_key_changes_with_the_training_code(digits, net, tmp_path, monkeypatch):
+    assert _fit(net, digits, cache_dir=tmp_path).history.from_cache is False
+    assert _fit(net, digits, cache_dir=tmp_path).history.from_cache is True
+    monkeypatch.setattr(train, "TRAINING_CODE", "0" * 64)  # as if train.py had been edited
+    assert _fit(net, digits, cache_dir=tmp_path).history.from_cache is False

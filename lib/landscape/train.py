@@ -56,7 +56,11 @@ __all__ = [
     "fit_with_history",
 ]
 
-_CACHE_FORMAT = 1  # bump when training or the stored layout changes: old entries stop matching
+_CACHE_FORMAT = 1  # bump when the stored layout changes: old entries stop matching
+#: SHA-256 of this module's source, part of every cache key: a network trained by other training
+#: code is never served from the cache (a manual format bump was forgotten once, and networks
+#: cached by earlier code then differed from freshly trained ones).
+TRAINING_CODE = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 _CACHE_KEYS = ("format", "key", "state_dict", "history", "checksum")
 _METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")  # History's lists
 
@@ -519,6 +523,7 @@ def _cache_key(
     digest = hashlib.sha256()
     settings = {
         "format": _CACHE_FORMAT,
+        "training_code": TRAINING_CODE,
         "architecture": repr(model),
         "dataset": ds.name,
         "n_train": len(x_train),
