@@ -16,7 +16,7 @@ Modules:
 * ``pointwise`` — 05_pointwise: |L_k(w*) − L_{k−1}(w*)|, its rate and paper 002's bounds.
 * ``sufficiency`` — 07_sufficiency: k*(ε) and the learning curve.
 
-Defined here: ``Reading``, the one result type every module returns. Nothing here measures,
+Defined here: ``Reading``, the one result type every module returns, ``RATE_TWO`` and ``listed``. Nothing here measures,
 trains or draws.
 """
 
@@ -28,7 +28,16 @@ from typing import Any
 
 from ..claims import Claim, verdict_counts
 
-__all__ = ["Reading"]
+__all__ = ["RATE_TWO", "Reading", "listed"]
+
+#: Theorem 1's rate: a claim "Δ_k decays like k⁻²" holds when α's interval lies in this region
+#: (fixed before the numbers were seen; every reading tests α = 2 against it).
+RATE_TWO = {"between": [1.8, 2.2]}
+
+
+def listed(xs: Sequence[float], none: str = "no σ measured") -> str:
+    """``"σ = 0.01, 0.1"``, or ``none`` for an empty list."""
+    return "σ = " + ", ".join(f"{x:g}" for x in xs) if len(xs) else none
 
 
 @dataclass(frozen=True, eq=False)

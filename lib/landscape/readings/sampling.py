@@ -28,13 +28,13 @@ from ..curvature.results import DifferenceTerms
 from ..delta import Curve, PointwiseCurve
 from ..problem import Problem
 from ..surface import Surface
-from . import Reading
+from . import RATE_TWO, Reading, listed
 from .theorem import TERMS
 
 __all__ = ["TERMS", "Sweep", "grid_summary", "level", "measure", "options", "read", "sweep", "table"]
 
 #: Regions fixed before the numbers were seen: α = 2, "does not change", "strongly".
-RATE, SAME, STRONG = {"between": [1.8, 2.2]}, {"between": [0.8, 1.25]}, {"above": 10}
+SAME, STRONG = {"between": [0.8, 1.25]}, {"above": 10}
 
 
 @dataclass(frozen=True, eq=False)
@@ -267,7 +267,7 @@ def read(
     def rate(id, where, values):
         est, interval = claims.replicate_interval(values)
         return claims.claim(id, f"Δ_k, averaged over {P} data orders, falls like k⁻² at {where}: α in [1.8, 2.2] "
-                            f"(k ≥ {fit_k_min}).", est, interval, RATE, source="main paper Theorem 1 (§4.5), Fig. 5",
+                            f"(k ≥ {fit_k_min}).", est, interval, RATE_TWO, source="main paper Theorem 1 (§4.5), Fig. 5",
                             replicates=R, min_replicates=claims.MIN_COMPARISON_REPLICATES,
                             note=note.split("; paired")[0])
 
@@ -386,11 +386,11 @@ def _prose(c, r, seeds, kinked) -> tuple[str, str]:
         f"{sigmas[0]:g} to {r['sigma_level_mc'][-1]:.3g} at σ = {sigmas[-1]:g}, {_times(strong)} (\"strongly\": "
         f"{strong.verdict}). Between neighbouring σ it scales like "
         + ", ".join(f"σ^{x:.2f} ({a:g}→{b:g})" for x, a, b in zip(powers, sigmas, sigmas[1:])) + ". "
-        + (f"At {_listed(gap_over_half)} the value gap a_k², which involves neither σ nor d, is more than half of "
+        + (f"At {listed(gap_over_half)} the value gap a_k², which involves neither σ nor d, is more than half of "
            "the complete form; " if gap_over_half else
            "The value gap a_k² is under half of the complete form at every σ here; ")
         + f"between the two smallest σ the level changes {_times(flat_small)} ('no change': {flat_small.verdict}). "
-        + (f"At {_listed([s for s, _ in qm_off])} Monte Carlo and the complete form differ by more than 20 % at a "
+        + (f"At {listed([s for s, _ in qm_off])} Monte Carlo and the complete form differ by more than 20 % at a "
            f"typical k (median ratio {', '.join(f'{q:.2f}' for _, q in qm_off)}, in the Problem's own order): the "
            "quadratic model no longer holds that far from w*. " if qm_off else
            "The complete form matches Monte Carlo within 20 % (median ratio over k, in the Problem's own order) at "
@@ -455,5 +455,3 @@ def _count(n: int, verdict: str) -> str:
     return f"{n} {verbs[verdict][n != 1]}"
 
 
-def _listed(xs: Sequence[float]) -> str:
-    return "σ = " + ", ".join(f"{x:g}" for x in xs) if len(xs) else "no σ"

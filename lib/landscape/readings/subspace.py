@@ -20,7 +20,7 @@ from .. import claims, theory
 from ..checks import check_fraction, check_int
 from ..curvature import DifferenceTerms
 from ..delta import Curve
-from . import Reading
+from . import RATE_TWO, Reading
 
 __all__ = ["SPACES", "SubspaceReplicate", "loss_rise", "rate_table", "read", "term_table"]
 
@@ -149,7 +149,7 @@ def read(
                 f"In the {labels[s_]}, Δ_k decays like k⁻²: α, averaged over σ = {listed}, "
                 "lies in [1.8, 2.2].",
                 *interval(alphas[s_].mean(1)),
-                {"between": [1.8, 2.2]},
+                RATE_TWO,
                 source="main paper Theorem 1; low-dim paper (003)",
                 replicates=n,
                 level=level,

@@ -18,7 +18,7 @@ from .. import claims
 from ..delta import Curve
 from ..experiment import LearningCurve
 from ..sufficiency import KINDS, Sufficiency
-from . import Reading
+from . import RATE_TWO, Reading
 
 __all__ = ["read"]
 
@@ -68,7 +68,7 @@ def read(
             "[1.8, 2.2].",
             alpha,
             alpha_ci,
-            {"between": [1.8, 2.2]},
+            RATE_TWO,
             source="main paper Theorem 1, §6",
             replicates=seeds,
             level=level,
@@ -130,13 +130,7 @@ def read(
         if fit.alpha > 0
         else "which does not decrease, so it cannot place any k*"
     )
-    rate = (
-        "inside"
-        if alpha_ci[0] >= 1.8 and alpha_ci[1] <= 2.2
-        else "wholly outside"
-        if alpha_ci[1] < 1.8 or alpha_ci[0] > 2.2
-        else "straddling the edge of"
-    )
+    rate = {"holds": "inside", "fails": "wholly outside"}.get(ledger[0].verdict, "straddling the edge of")
     text = "\n\n".join(
         [
             f"**Relative criterion.** {relative.describe()}",

@@ -20,9 +20,9 @@ import numpy as np
 from .. import claims, theory
 from ..curvature.results import DifferenceTerms
 from ..delta import Curve, PointwiseCurve
-from . import Reading
+from . import RATE_TWO, Reading, listed
 
-__all__ = ["RATE_REGION", "TERMS", "rate_table", "read"]
+__all__ = ["TERMS", "rate_table", "read"]
 
 #: The five terms of the complete form (``DifferenceTerms.components``), as figures label them; the
 #: cross term a_k σ² Tr M_k can be negative and is drawn by its absolute value.
@@ -35,7 +35,6 @@ TERMS = {
 }
 
 #: Where α lies if Δ_k decays like k⁻² (fixed before any number was seen).
-RATE_REGION = {"between": [1.8, 2.2]}
 #: Monte Carlo / complete form for "matches" and Monte Carlo / paper form for "approximates".
 MATCHES, APPROXIMATES = {"between": [0.8, 1.25]}, {"between": [0.5, 2.0]}
 #: The σ grid on which the reading looks for where the paper's terms take over.
@@ -150,7 +149,7 @@ def read(
                          MATCHES, note=boot),
             claims.claim(f"rate_sigma_{tag[s]}", f"Δ_k, averaged over {orders} data orders, decays like k⁻² at "
                          f"σ = {s:g}: α in [1.8, 2.2] (k ≥ {fit_k_min}).", rates[s].alpha, rates[s].alpha_ci,
-                         RATE_REGION, source="main paper Theorem 1 (§4.5)",
+                         RATE_TWO, source="main paper Theorem 1 (§4.5)",
                          note=f"{rates[s].method}, {orders} orders sharing {draws} draws; one training seed"),
         ]
     bounds = {s: claims.bound_ratio(curves[s].value, theory.complete_bound(s, dim, M_loss, M_grad, M_H, k),
@@ -164,7 +163,7 @@ def read(
                      note=f"{se}; the worst σ"),
         claims.claim("gap_rate_over_orders", "The value gap a_k², which Δ_k tends to as σ → 0, decays like k⁻² on "
                      f"average over data orders: α in [1.8, 2.2] (k ≥ {fit_k_min}).", gap_fit.alpha,
-                     gap_fit.alpha_ci, RATE_REGION, source="main paper Theorem 1 (§4.5)",
+                     gap_fit.alpha_ci, RATE_TWO, source="main paper Theorem 1 (§4.5)",
                      note=f"{gap_fit.method}, {gap.orders} orders"),
     ]
     c = {x.id: x for x in ledger}
@@ -200,11 +199,6 @@ def _median_ratio(mc: Curve, form: np.ndarray, n_boot: int) -> tuple[float, tupl
         value = float(np.median(mc.value / form))
         return value, (value, value)
     return claims.bootstrap_statistic(lambda m: np.median(m / form), mc.samples, n_boot=n_boot)
-
-
-def listed(xs: Sequence[float]) -> str:
-    """``"σ = 0.01, 0.1"``, or ``"no σ measured"`` for an empty list."""
-    return "σ = " + ", ".join(f"{x:g}" for x in xs) if len(xs) else "no σ measured"
 
 
 def below(lo: float, hi: float) -> str:
