@@ -42,7 +42,8 @@ def default_rc():
 
 
 def test_importing_plots_leaves_the_global_settings_alone(default_rc):
-    importlib.reload(plots)
+    for module in (plots.theme, plots.curves, plots.surfaces, plots.spectra, plots):
+        importlib.reload(module)
     assert dict(matplotlib.rcParams) == default_rc
 
 
@@ -63,7 +64,9 @@ def test_figures_get_the_style_without_changing_the_global_settings(default_rc):
 
 def test_style_and_use_style_set_what_seaborn_set_theme_sets(default_rc):
     with matplotlib.rc_context():
-        sns.set_theme(style="whitegrid", palette="colorblind", color_codes=False, rc=plots._RC)
+        sns.set_theme(
+            style="whitegrid", palette="colorblind", color_codes=False, rc=plots.theme._RC
+        )
         theme = dict(matplotlib.rcParams)
     assert theme != default_rc
     with plots.style():

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from landscape import claims
+from landscape import claims, replication
 from landscape.curvature.results import DifferenceTerms
 from landscape.delta import Curve, PointwiseCurve
 from landscape.readings import Reading, sampling, theorem
@@ -143,7 +143,7 @@ def _sweep(seed, *, sigma_levels, dim_levels, original_levels, alpha=2.0, sigmas
     shape = k ** (2.0 - alpha) / np.mean((k ** (2.0 - alpha))[k >= K // 2])  # level 1 at k ≥ K/2
     mc = lambda level, s, d: _over_orders(level * jitter() * shape / k**2, s, noise=0.05, seed=seed, dim=d,  # noqa: E731
                                           orders=4)
-    return sampling.Sweep(
+    return replication.Sweep(
         seed=seed, sigma_dim=8, dim_sigma=1.0, orders=4, terms=terms,
         by_sigma={s: mc(lv, s, 8) for s, lv in zip(sigmas, sigma_levels)},
         by_dim={d: mc(lv, 1.0, d) for d, lv in zip(dims, dim_levels)},
@@ -217,8 +217,8 @@ def test_the_integrand_sentence_follows_the_grid_numbers():
 
 
 def test_level_is_the_mean_of_k_squared_values_at_large_k():
-    assert sampling.level(k, 5.0 / k**2, 100) == pytest.approx(5.0)
-    assert sampling.level(k, np.where(k >= 100, 1.0 / k**2, 1e9), 100) == pytest.approx(1.0)
+    assert replication.level(k, 5.0 / k**2, 100) == pytest.approx(5.0)
+    assert replication.level(k, np.where(k >= 100, 1.0 / k**2, 1e9), 100) == pytest.approx(1.0)
 
 
 def test_a_reading_refuses_repeated_ids_and_an_empty_headline():

@@ -3,11 +3,10 @@
 ``fit`` trains a deep copy of a network (the caller's module is never touched) and returns it in
 ``eval()`` mode; ``fit_with_history`` does the same and returns a :class:`Trained`, the network
 with its per-epoch :class:`History`. ``evaluate`` computes mean cross-entropy and accuracy
-without gradients. With ``cache_dir`` set, a trained network is stored
-under a key that hashes everything that changes the result (architecture, initial weights, the
-training and test tensors, the hyper-parameters, device type and torch version); entries are
-written atomically and carry a checksum, and a corrupted entry is reported, retrained and
-replaced — never loaded half-way. Building networks lives in ``models``, data in ``data``.
+without gradients. With ``cache_dir`` set, a trained network goes into the checkpoint cache of
+``checkpoints``, keyed by everything that changes the result, the training code included
+(``TRAINING_CODE``); a corrupted entry is reported, retrained and replaced — never loaded
+half-way. Building networks lives in ``models``, data in ``data``.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import copy
 import dataclasses
 import hashlib
 import inspect
-import json
 import math
 import os
 import warnings
@@ -30,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from landscape import checkpoints, seeding
 from landscape.checks import (
     check_finite,
     check_folder,
@@ -39,7 +38,6 @@ from landscape.checks import (
     resolve_device,
 )
 from landscape.data import Dataset
-from landscape.files import write_atomic
 from landscape.progress import bar
 from landscape.seeding import generator, seeded
 
@@ -56,13 +54,23 @@ __all__ = [
     "fit_with_history",
 ]
 
-_CACHE_FORMAT = 1  # bump when the stored layout changes: old entries stop matching
-#: SHA-256 of this module's source, part of every cache key: a network trained by other training
-#: code is never served from the cache (a manual format bump was forgotten once, and networks
-#: cached by earlier code then differed from freshly trained ones).
-TRAINING_CODE = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
-_CACHE_KEYS = ("format", "key", "state_dict", "history", "checksum")
 _METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")  # History's lists
+
+
+def _source_hash(*files: str | os.PathLike[str]) -> str:
+    """SHA-256 over the names and contents of ``files``, in order."""
+    digest = hashlib.sha256()
+    for file in map(Path, files):
+        digest.update(file.name.encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()
+
+
+#: SHA-256 of the code that makes a trained network, part of every cache key: this module (the
+#: training loop), ``seeding`` (the sample order and dropout's random numbers) and ``checkpoints``
+#: (what is stored and restored). A network made by other code is never served from the cache (a
+#: manual format bump was forgotten once, and networks cached by earlier code then differed from
+#: freshly trained ones).
+TRAINING_CODE = _source_hash(__file__, seeding.__file__, checkpoints.__file__)
 
 
 class TrainingDivergedWarning(RuntimeWarning):
@@ -255,18 +263,17 @@ def _fit(
     if cache_dir is None:
         trained = _train(model, ds, x_train, y_train, settings, progress)
     else:
-        key = _cache_key(model, ds, x_train, y_train, settings)
-        path = cache_dir / f"{key}.pt"
-        if path.exists() and not path.is_file():
-            raise ValueError(
-                f"cache_dir={str(cache_dir)!r}: the model-cache entry {path.name} is a directory "
-                "(or another non-file), not a saved network; remove it (it is not ours) and run "
-                "again, or pick another cache_dir."
-            )
-        trained = _load_entry(path, key, model, settings.device)
-        if trained is None:
+        described = {**dataclasses.asdict(settings), "device": settings.device.type}
+        key = checkpoints.key(model, ds, x_train, y_train, described, TRAINING_CODE)
+        path = checkpoints.path(cache_dir, key)
+        cached = checkpoints.load(path, key, model, _METRICS)
+        if cached is None:
             trained = _train(model, ds, x_train, y_train, settings, progress)
-            _save_entry(path, key, trained)
+            history = {name: getattr(trained.history, name) for name in _METRICS}
+            checkpoints.save(path, key, trained.net, history)
+        else:
+            restored, history = cached
+            trained = _finish(restored.to(settings.device), History(**history, from_cache=True))
     _warn_if_diverged(trained, x_train, y_train, ds.num_classes, settings)
     return trained
 
@@ -507,105 +514,3 @@ def _eval_mode(net: nn.Module) -> Iterator[None]:
     finally:
         for module, flag in flags:
             module.training = flag
-
-
-# --------------------------------------------------------------------------------------- cache
-
-
-def _cache_key(
-    model: nn.Module,
-    ds: Dataset,
-    x_train: Tensor,
-    y_train: Tensor,
-    settings: _Settings,
-) -> str:
-    """sha256 over everything that changes the trained weights or the recorded history."""
-    digest = hashlib.sha256()
-    settings = {
-        "format": _CACHE_FORMAT,
-        "training_code": TRAINING_CODE,
-        "architecture": repr(model),
-        "dataset": ds.name,
-        "n_train": len(x_train),
-        **dataclasses.asdict(settings),
-        "device": settings.device.type,
-        "torch": torch.__version__,
-    }
-    digest.update(json.dumps(settings, sort_keys=True).encode())
-    _hash_state(digest, model.state_dict())
-    for tensor in (x_train, y_train, *ds.test):
-        _hash_tensor(digest, tensor)
-    return digest.hexdigest()
-
-
-def _hash_tensor(digest: Any, tensor: Tensor) -> None:
-    """Feed a tensor's dtype, shape and raw bytes into ``digest``."""
-    flat = tensor.detach().cpu().contiguous().reshape(-1)
-    digest.update(f"{flat.dtype}{tuple(tensor.shape)}".encode())
-    digest.update(flat.view(torch.uint8).numpy().data)
-
-
-def _hash_state(digest: Any, state: dict[str, Tensor]) -> None:
-    """Feed every entry of a state dict, in key order, into ``digest``."""
-    for name in sorted(state):
-        digest.update(name.encode())
-        _hash_tensor(digest, state[name])
-
-
-def _checksum(state: dict[str, Tensor], history: dict[str, Any]) -> str:
-    """Checksum of a cache entry's payload: the weights and the history."""
-    digest = hashlib.sha256()
-    _hash_state(digest, state)
-    digest.update(json.dumps(history, sort_keys=True).encode())
-    return digest.hexdigest()
-
-
-def _save_entry(path: Path, key: str, trained: Trained) -> None:
-    """Store ``trained``'s weights and history under ``path``, atomically (temp file + rename)."""
-    state = {name: tensor.detach().cpu() for name, tensor in trained.net.state_dict().items()}
-    history = {name: list(getattr(trained.history, name)) for name in _METRICS}
-    entry = {
-        "format": _CACHE_FORMAT,
-        "key": key,
-        "state_dict": state,
-        "history": history,
-        "checksum": _checksum(state, history),
-    }
-    write_atomic(path, lambda handle: torch.save(entry, handle))
-
-
-def _load_entry(path: Path, key: str, model: nn.Module, device: torch.device) -> Trained | None:
-    """The cached network for ``key``, or None when absent or corrupted (with a warning).
-
-    The entry is read and verified completely (keys, key match, checksum) and loaded into a
-    separate copy of ``model`` with ``strict=True``; any failure discards that copy.
-    """
-    if not path.exists():
-        return None
-    try:
-        entry = torch.load(path, map_location="cpu", weights_only=True)
-        _verify_entry(entry, key)
-        restored = copy.deepcopy(model)
-        restored.load_state_dict(entry["state_dict"], strict=True)
-        history = History(
-            **{name: tuple(entry["history"][name]) for name in _METRICS}, from_cache=True
-        )
-    except Exception as error:  # any unreadable entry is retrained, whatever the reason
-        warnings.warn(
-            f"checkpoint cache entry {path} is corrupted ({type(error).__name__}: {error}); "
-            "retraining and replacing it.",
-            RuntimeWarning,
-            stacklevel=4,
-        )
-        return None
-    return _finish(restored.to(device), history)
-
-
-def _verify_entry(entry: Any, key: str) -> None:
-    """Raise ``ValueError`` unless ``entry`` is a complete, intact cache entry for ``key``."""
-    if not isinstance(entry, dict) or any(name not in entry for name in _CACHE_KEYS):
-        raise ValueError("missing fields")
-    if entry["format"] != _CACHE_FORMAT or entry["key"] != key:
-        raise ValueError("entry belongs to another key or format")
-    if _checksum(entry["state_dict"], entry["history"]) != entry["checksum"]:
-        raise ValueError("checksum mismatch")

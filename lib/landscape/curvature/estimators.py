@@ -295,8 +295,8 @@ def _stream(
     progress_bar = bar(total=prob.num_samples, desc=desc, unit="sample", enabled=progress)
     for rows, X, y in prob.batches(sample_bytes):
         values = derivatives(rows, X, y)
-        diffs, k = running.differences(**values)
-        gap, grad_sq = diffs["loss"], torch.linalg.vector_norm(diffs["grad"], dim=1).square()
+        diffs, k = running.differences(norms=("grad",), **values)
+        gap, grad_sq = diffs["loss"], diffs["grad"]
         running.keep(k, gap=gap, grad_sq=grad_sq, **terms(diffs))
         max_loss = max(max_loss, float(values["loss"].max()))
         max_grad = max(max_grad, float(torch.linalg.vector_norm(values["grad"], dim=1).max()))

@@ -11,7 +11,7 @@ Modules:
 * ``theorem`` — 01_theorem: Theorem 1, Lemma 1, the closed forms and bounds against Monte Carlo,
   the rate α over data orders.
 * ``sampling`` — 03_sampling: the σ and d sweeps over training seeds, the original code's bugs,
-  the integrand on a 2-D grid.
+  the integrand on a 2-D grid (measured by ``replication.sweep`` and ``replication.grid_summary``).
 * ``subspace`` — 04_hessian_subspace: eigen vs random subspaces vs the full space.
 * ``pointwise`` — 05_pointwise: |L_k(w*) − L_{k−1}(w*)|, its rate and paper 002's bounds.
 * ``sufficiency`` — 07_sufficiency: k*(ε) and the learning curve.

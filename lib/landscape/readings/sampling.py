@@ -1,196 +1,34 @@
-"""What 03_sampling measures per training seed and concludes: the σ and d sweeps, the original code.
+"""What 03_sampling concludes from its σ and d sweeps over training seeds, and the original code's.
 
-``sweep`` measures one trained network: the exact terms a_k, ‖c_k‖², Tr M_k, Tr M_k² in nested
-random subspaces (the first d of one set of orthonormal Gaussian directions), Monte Carlo Δ_k
-averaged over several data orders for each σ (at d = ``sigma_dim``) and each d (at σ =
-``dim_sigma``), the same d sweep as the original code computed it (``original.monte_carlo``: only
-the first direction applied, a new data order per draw) and the value gaps |a_k| over the same
-orders. ``measure`` wraps it for ``replication.replicate`` (one record per training seed).
-``grid_summary`` reduces the integrand d_k²·p on a 2-D grid (one order, and the original code's
-order per grid point) to the numbers the reading quotes. ``read`` turns the sweeps of R seeds
-into the ledger, headline and reading: level ratios and rates α as means over seeds with Student-t
-intervals over seeds (paired: every condition of a seed shares its network, directions and
-orders). Drawing is not here, nor are the estimators (``curvature``, ``delta``, ``original``).
+``read`` turns the sweeps of R seeds (``replication.Sweep``, one per seed: the exact terms a_k,
+‖c_k‖², Tr M_k, Tr M_k² in nested random subspaces, Monte Carlo Δ_k over several data orders per
+σ and per d, the same d sweep as the original code computed it, the value gaps |a_k|) and the
+numbers of the integrand grid (``replication.grid_summary``) into the ledger, headline and
+reading: level ratios and rates α as means over seeds with Student-t intervals over seeds (paired:
+every condition of a seed shares its network, directions and orders). ``table`` shows its numbers
+as pandas tables. Measuring is not here (``replication.measures``: ``sweep``, ``level``,
+``grid_summary``), nor is drawing, nor are the estimators (``curvature``, ``delta``, ``original``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from .. import claims, curvature, delta, directions, original, theory
-from ..checks import check_choice, check_int, check_positive, check_seed, check_sequence
-from ..curvature.results import DifferenceTerms
-from ..delta import Curve, PointwiseCurve
-from ..problem import Problem
-from ..surface import Surface
+from .. import claims, theory
+from ..checks import check_choice
+from ..delta import Curve
+from ..replication.measures import Sweep, level
 from . import RATE_TWO, Reading, listed
 from .theorem import TERMS
 
-__all__ = ["TERMS", "Sweep", "grid_summary", "level", "measure", "options", "read", "sweep", "table"]
+__all__ = ["TERMS", "read", "table"]
 
 #: Regions fixed before the numbers were seen: α = 2, "does not change", "strongly".
 SAME, STRONG = {"between": [0.8, 1.25]}, {"above": 10}
-
-
-@dataclass(frozen=True, eq=False)
-class Sweep:
-    """One trained network's σ and d sweeps (what ``sweep`` returns).
-
-    Attributes:
-        seed: the training seed (it also drew the directions, the draws and the extra orders).
-        terms: d → the exact terms in the first d directions, in the Problem's order.
-        by_sigma: σ → Monte Carlo Δ_k at d = ``sigma_dim``, averaged over ``orders`` data orders
-            (``per_order[0]`` is the Problem's own order, the one of ``terms``).
-        by_dim: d → the same at σ = ``dim_sigma``.
-        original: d → Δ_k at σ = ``dim_sigma`` as the original code computed it.
-        gap: |a_k| over the same data orders (``delta.pointwise``).
-        accuracy: the network's test accuracy.
-    """
-
-    seed: int
-    sigma_dim: int
-    dim_sigma: float
-    orders: int
-    terms: dict[int, DifferenceTerms] = field(repr=False)
-    by_sigma: dict[float, Curve] = field(repr=False)
-    by_dim: dict[int, Curve] = field(repr=False)
-    original: dict[int, Curve] = field(repr=False)
-    gap: PointwiseCurve = field(repr=False)
-    accuracy: float = math.nan
-
-    @property
-    def k(self) -> np.ndarray:
-        return self.terms[self.sigma_dim].k
-
-
-def sweep(
-    prob: Problem,
-    *,
-    seed: int,
-    sigmas: Sequence[float],
-    sigma_dim: int,
-    dims: Sequence[int],
-    dim_sigma: float,
-    draws: int,
-    orders: int,
-    direction_seed: int = 0,
-    accuracy: float = math.nan,
-) -> Sweep:
-    """Measure the σ sweep (d = ``sigma_dim``) and the d sweep (σ = ``dim_sigma``) of one network.
-
-    The directions are ``directions.random(..., seed=direction_seed + seed)``; the subspace of
-    dimension d is spanned by their first d columns, so the d sweep changes d and nothing else.
-    Monte Carlo uses ``draws`` draws (seeded by ``seed``) and ``orders`` data orders (the
-    Problem's first, the others seeded by ``seed``); a curve needed by both sweeps is measured once.
-    """
-    widest = directions.random(prob, max(*dims, sigma_dim), kind="gaussian", seed=direction_seed + seed)
-    spaces = {d: directions.Subspace(widest.basis[:, :d], kind="gaussian") for d in sorted({*dims, sigma_dim})}
-    terms = {d: curvature.difference_terms(prob, spaces[d], progress=False) for d in spaces}
-    cache: dict[tuple[float, int], Curve] = {}
-
-    def mc(sigma: float, d: int) -> Curve:
-        if (sigma, d) not in cache:
-            cache[sigma, d] = delta.monte_carlo(prob, sigma, draws, subspace=spaces[d], seed=seed, orders=orders,
-                                                order_seed=seed, progress=False)
-        return cache[sigma, d]
-
-    return Sweep(
-        seed=seed, sigma_dim=sigma_dim, dim_sigma=dim_sigma, orders=orders, terms=terms,
-        by_sigma={s: mc(s, sigma_dim) for s in sigmas},
-        by_dim={d: mc(dim_sigma, d) for d in dims},
-        original={d: original.monte_carlo(prob, dim_sigma, draws, spaces[d], seed=seed, order_seed=seed)
-                  for d in dims},
-        gap=delta.pointwise(prob, orders=orders, seed=seed),
-        accuracy=accuracy,
-    )
-
-
-def options(
-    *,
-    sigmas: Any,
-    sigma_dim: Any,
-    dims: Any,
-    dim_sigma: Any,
-    draws: Any,
-    orders: Any,
-    direction_seed: Any = 0,
-) -> dict[str, Any]:
-    """``sweep``'s options, checked before any training (ValueError naming the parameter).
-
-    σ and d come back sorted and without repeats; each sweep needs two or more values, ``draws``
-    and ``orders`` two or more (an interval over orders needs two).
-
-    Example:
-        >>> options(sigmas=[1.0, 0.1], sigma_dim=8, dims=[4, 1], dim_sigma=1.0, draws=16, orders=4)["sigmas"]
-        [0.1, 1.0]
-    """
-    out = dict(
-        sigmas=sorted(set(check_sequence("sigmas", sigmas, check_positive))),
-        sigma_dim=check_int("sigma_dim", sigma_dim, low=1),
-        dims=sorted(set(check_sequence("dims", dims, check_int, low=1))),
-        dim_sigma=check_positive("dim_sigma", dim_sigma),
-        draws=check_int("draws", draws, low=2),
-        orders=check_int("orders", orders, low=2),
-        direction_seed=check_seed("direction_seed", direction_seed),
-    )
-    if len(out["sigmas"]) < 2 or len(out["dims"]) < 2:
-        raise ValueError(
-            f"sigmas={out['sigmas']} and dims={out['dims']} must each hold two or more values: the sweeps "
-            "compare them."
-        )
-    return out
-
-
-def measure(**options: Any) -> Callable[[Any, Any, int], dict[str, Any]]:
-    """``sweep`` as a ``replication.replicate`` measure: ``{"sweep": Sweep, "accuracy": …}`` per seed.
-
-    ``options`` are ``sweep``'s keyword arguments other than ``seed`` and ``accuracy``.
-    """
-
-    def run(setup, variant, seed: int) -> dict[str, Any]:
-        found = sweep(setup.problem, seed=seed, accuracy=setup.test_accuracy, **options)
-        return {"sweep": found, "accuracy": setup.test_accuracy}
-
-    return run
-
-
-def level(k: np.ndarray, values: np.ndarray, k_min: int) -> float:
-    """The level of k²·values at large k: |mean| over k ≥ ``k_min`` (additive over the terms).
-
-    Example:
-        >>> k = np.arange(2, 101)
-        >>> level(k, 3.0 / k**2, 50)
-        3.0
-    """
-    return float(abs(np.mean((k**2 * values)[k >= k_min])))
-
-
-def grid_summary(grid: Surface, shuffled: Surface, sigma: float) -> dict[str, list[float]]:
-    """What the reading quotes of the integrand d_k²·p on a 2-D grid, per kept k.
-
-    ``delta``: its grid quadrature Σ d_k² p ΔA (≈ Δ_k restricted to the plane); ``peak``: its
-    maximum; ``gap_at_centre``: d_k(w*)²; ``step``: the mean absolute change between neighbouring
-    grid points relative to its mean (small for a smooth surface, large for a spiky one); the
-    ``_original`` keys: the same for ``shuffled`` (``original.scan``: an order per grid point).
-    """
-    area = float(np.prod([np.diff(c)[0] for c in grid.coords]))
-    centre = tuple(len(c) // 2 for c in grid.coords)
-    out: dict[str, list[float]] = {"k": [int(x) for x in grid.k]}
-    for suffix, surf in (("", grid), ("_original", shuffled)):
-        z = surf.integrand(sigma)
-        axes = tuple(range(1, z.ndim))
-        steps = sum(np.abs(np.diff(z, axis=a)).mean(axes) for a in axes) / (len(axes) * z.mean(axes))
-        out[f"delta{suffix}"] = (z.sum(axes) * area).tolist()
-        out[f"step{suffix}"] = steps.tolist()
-        if not suffix:
-            out["peak"] = z.max(axes).tolist()
-            out["gap_at_centre"] = [float(d[centre] ** 2) for d in surf.difference]
-    return out
 
 
 def read(
@@ -208,8 +46,9 @@ def read(
     levels of k²Δ_k (mean over k ≥ ``level_k_min`` of the curve averaged over data orders) is the
     geometric mean over seeds of the per-seed ratio, paired (both conditions on the seed's network,
     directions, draws and orders); a rate is the mean over seeds of α fitted on k ≥ ``fit_k_min``.
-    Comparisons need ``claims.MIN_COMPARISON_REPLICATES`` seeds. ``grid``: ``grid_summary`` of one
-    network's integrand (at ``grid_sigma``), quoted in the reading's last paragraph.
+    Comparisons need ``claims.MIN_COMPARISON_REPLICATES`` seeds. ``grid``:
+    ``replication.grid_summary`` of one network's integrand (at ``grid_sigma``), quoted in the
+    reading's last paragraph.
     """
     if not sweeps:
         raise ValueError("sweeps is empty: read needs one Sweep per training seed.")

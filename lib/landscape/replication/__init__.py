@@ -5,9 +5,11 @@ configurations (``Variant``, ``variants``) and what differs between pairs of the
 ``changes``). ``compare``: training every variant over independent seeds (``replicate``), means,
 paired differences and rankings over seeds (``Replicates``, ``Comparison``, ``RankEntry``,
 ``conflicts``), ledger entries for a paper's claims (``Expectation``) and plain-text summaries
-(``describe_ranking``, ``describe_claims``). ``measures``: measures defined inside the data
-(``level_at``, ``profile_width``, ``basin_widths``, ``basin_record``, ``basin_slices``) and the
-main paper's claims about them (``BASIN_CLAIMS``, ``reshapes_convergence``). ``figures``:
+(``describe_ranking``, ``describe_claims``). ``measures``: measures of one trained network
+defined inside the data (``level_at``, ``level``, ``profile_width``, ``basin_widths``,
+``basin_record``, ``basin_slices``), the σ and d sweeps of Δ_k (``Sweep``, ``sweep``,
+``sweep_options``, ``sweep_measure``) and the integrand grid's numbers (``grid_summary``), and
+the main paper's claims about them (``BASIN_CLAIMS``, ``reshapes_convergence``). ``figures``:
 ``draw_values`` and ``draw_differences``, which only draw. Nothing is defined here.
 """
 
@@ -24,13 +26,19 @@ from .compare import (
 from .figures import draw_differences, draw_values
 from .measures import (
     BASIN_CLAIMS,
+    Sweep,
     Widths,
     basin_record,
     basin_slices,
     basin_widths,
+    grid_summary,
+    level,
     level_at,
     profile_width,
     reshapes_convergence,
+    sweep,
+    sweep_measure,
+    sweep_options,
 )
 from .variant import Change, Variant, changes, variants
 
@@ -40,6 +48,7 @@ __all__ = [
     "Expectation",
     "RankEntry",
     "Replicates",
+    "Sweep",
     "Variant",
     "BASIN_CLAIMS",
     "Widths",
@@ -52,9 +61,14 @@ __all__ = [
     "describe_ranking",
     "draw_differences",
     "draw_values",
+    "grid_summary",
+    "level",
     "level_at",
     "profile_width",
     "replicate",
     "reshapes_convergence",
+    "sweep",
+    "sweep_measure",
+    "sweep_options",
     "variants",
 ]

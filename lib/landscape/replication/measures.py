@@ -1,37 +1,50 @@
-"""Measures defined inside the data, and the main paper's claims about them.
+"""Measures of one trained network, defined inside the data, and the main paper's claims about them.
 
 The fitted level of Δ_k at a reference k inside the fit window (``level_at``), never the intercept
-at k = 1; basin widths on 1-D profiles with the crossings interpolated between grid points
-(``profile_width``, ``basin_widths``, ``basin_record``) and the two 2-D slices of the papers'
-landscape figures (``basin_slices``). ``BASIN_CLAIMS`` holds the main paper's claims about the
-basin width (Figs 2–4) and ``reshapes_convergence`` its §6 claim about Δ_k, as ``Expectation``s
-to test with ``Replicates.claims``. Training and comparing variants is not here
-(``replication.compare``), nor is drawing (``replication.figures``).
+at k = 1, and the measured level of k²Δ_k at large k (``level``); basin widths on 1-D profiles with
+the crossings interpolated between grid points (``profile_width``, ``basin_widths``,
+``basin_record``) and the two 2-D slices of the papers' landscape figures (``basin_slices``); the
+σ and d sweeps of Δ_k of 03_sampling (``Sweep``, ``sweep``, its options ``sweep_options`` and its
+``replicate`` measure ``sweep_measure``) and the numbers of its integrand grid (``grid_summary``).
+``BASIN_CLAIMS`` holds the main paper's claims about the basin width (Figs 2–4) and
+``reshapes_convergence`` its §6 claim about Δ_k, as ``Expectation``s to test with
+``Replicates.claims``. Training and comparing variants is not here (``replication.compare``), nor
+is drawing (``replication.figures``), nor what the sweeps conclude (``readings.sampling``), nor the
+estimators (``curvature``, ``delta``, ``original``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .. import directions, experiment, hessian, surface
-from ..checks import check_int, check_positive
+from .. import curvature, delta, directions, experiment, hessian, original, surface
+from ..checks import check_int, check_positive, check_seed, check_sequence
+from ..curvature.results import DifferenceTerms
+from ..delta import Curve, PointwiseCurve
 from ..problem import Problem
 from ..theory import RateFit
 from .compare import Expectation
 
 __all__ = [
     "BASIN_CLAIMS",
+    "Sweep",
     "Widths",
     "basin_record",
     "basin_slices",
     "basin_widths",
+    "grid_summary",
+    "level",
     "level_at",
     "profile_width",
     "reshapes_convergence",
+    "sweep",
+    "sweep_measure",
+    "sweep_options",
 ]
 
 # ------------------------------------------------------------------- measures inside the data
@@ -51,6 +64,17 @@ def level_at(fit: RateFit, k_ref: int) -> float:
             "reference k inside the data the rate was fitted on."
         )
     return float(fit.predict(k_ref))
+
+
+def level(k: np.ndarray, values: np.ndarray, k_min: int) -> float:
+    """The level of k²·values at large k: |mean| over k ≥ ``k_min`` (additive over the terms).
+
+    Example:
+        >>> k = np.arange(2, 101)
+        >>> level(k, 3.0 / k**2, 50)
+        3.0
+    """
+    return float(abs(np.mean((k**2 * values)[k >= k_min])))
 
 
 def profile_width(coords: Any, loss: Any, rise: float) -> surface.BasinWidth:
@@ -76,18 +100,18 @@ def profile_width(coords: Any, loss: Any, rise: float) -> surface.BasinWidth:
         raise ValueError("coords must increase and contain 0 (w*).")
     rise = check_positive("rise", rise)
     c = int(np.abs(t).argmin())
-    level = f[c] + rise
+    edge = f[c] + rise
     ends, truncated = [], False
     for step in (1, -1):
         j = c + step
-        while 0 <= j < len(t) and f[j] <= level:
+        while 0 <= j < len(t) and f[j] <= edge:
             j += step
         if not 0 <= j < len(t):
             ends.append(t[j - step])
             truncated = True
             continue
         inner = j - step
-        frac = (level - f[inner]) / (f[j] - f[inner])
+        frac = (edge - f[inner]) / (f[j] - f[inner])
         ends.append(t[inner] + frac * (t[j] - t[inner]))
     return surface.BasinWidth(float((ends[0] - ends[1]) / 2), truncated)
 
@@ -264,4 +288,177 @@ def basin_slices(
         out[f"L0_{kind}"] = centre = float(s.loss[points // 2, points // 2])
         out["dip"] = min(out["dip"], float(s.loss.min() - centre))
         out["above"] += int((s.loss - centre > max_rise).any())
+    return out
+
+
+# ------------------------------------------------------------- Δ_k against σ and d (03_sampling)
+
+
+@dataclass(frozen=True, eq=False)
+class Sweep:
+    """One trained network's σ and d sweeps (what ``sweep`` returns).
+
+    Attributes:
+        seed: the training seed (it also drew the directions, the draws and the extra orders).
+        terms: d → the exact terms in the first d directions, in the Problem's order.
+        by_sigma: σ → Monte Carlo Δ_k at d = ``sigma_dim``, averaged over ``orders`` data orders
+            (``per_order[0]`` is the Problem's own order, the one of ``terms``).
+        by_dim: d → the same at σ = ``dim_sigma``.
+        original: d → Δ_k at σ = ``dim_sigma`` as the original code computed it.
+        gap: |a_k| over the same data orders (``delta.pointwise``).
+        accuracy: the network's test accuracy.
+    """
+
+    seed: int
+    sigma_dim: int
+    dim_sigma: float
+    orders: int
+    terms: dict[int, DifferenceTerms] = field(repr=False)
+    by_sigma: dict[float, Curve] = field(repr=False)
+    by_dim: dict[int, Curve] = field(repr=False)
+    original: dict[int, Curve] = field(repr=False)
+    gap: PointwiseCurve = field(repr=False)
+    accuracy: float = math.nan
+
+    @property
+    def k(self) -> np.ndarray:
+        return self.terms[self.sigma_dim].k
+
+
+def sweep(
+    prob: Problem,
+    *,
+    seed: int,
+    sigmas: Sequence[float],
+    sigma_dim: int,
+    dims: Sequence[int],
+    dim_sigma: float,
+    draws: int,
+    orders: int,
+    direction_seed: int = 0,
+    accuracy: float = math.nan,
+) -> Sweep:
+    """Measure the σ sweep (d = ``sigma_dim``) and the d sweep (σ = ``dim_sigma``) of one network.
+
+    The directions are ``directions.random(..., seed=direction_seed + seed)``; the subspace of
+    dimension d is spanned by their first d columns, so the d sweep changes d and nothing else.
+    Monte Carlo uses ``draws`` draws (seeded by ``seed``) and ``orders`` data orders (the
+    Problem's first, the others seeded by ``seed``); a curve needed by both sweeps is measured once.
+    """
+    widest = directions.random(
+        prob, max(*dims, sigma_dim), kind="gaussian", seed=direction_seed + seed
+    )
+    spaces = {
+        d: directions.Subspace(widest.basis[:, :d], kind="gaussian")
+        for d in sorted({*dims, sigma_dim})
+    }
+    terms = {d: curvature.difference_terms(prob, spaces[d], progress=False) for d in spaces}
+    cache: dict[tuple[float, int], Curve] = {}
+
+    def mc(sigma: float, d: int) -> Curve:
+        if (sigma, d) not in cache:
+            cache[sigma, d] = delta.monte_carlo(
+                prob,
+                sigma,
+                draws,
+                subspace=spaces[d],
+                seed=seed,
+                orders=orders,
+                order_seed=seed,
+                progress=False,
+            )
+        return cache[sigma, d]
+
+    return Sweep(
+        seed=seed,
+        sigma_dim=sigma_dim,
+        dim_sigma=dim_sigma,
+        orders=orders,
+        terms=terms,
+        by_sigma={s: mc(s, sigma_dim) for s in sigmas},
+        by_dim={d: mc(dim_sigma, d) for d in dims},
+        original={
+            d: original.monte_carlo(prob, dim_sigma, draws, spaces[d], seed=seed, order_seed=seed)
+            for d in dims
+        },
+        gap=delta.pointwise(prob, orders=orders, seed=seed),
+        accuracy=accuracy,
+    )
+
+
+def sweep_options(
+    *,
+    sigmas: Any,
+    sigma_dim: Any,
+    dims: Any,
+    dim_sigma: Any,
+    draws: Any,
+    orders: Any,
+    direction_seed: Any = 0,
+) -> dict[str, Any]:
+    """``sweep``'s options, checked before any training (ValueError naming the parameter).
+
+    σ and d come back sorted and without repeats; each sweep needs two or more values, ``draws``
+    and ``orders`` two or more (an interval over orders needs two).
+
+    Example:
+        >>> found = sweep_options(sigmas=[1.0, 0.1], sigma_dim=8, dims=[4, 1], dim_sigma=1.0,
+        ...                       draws=16, orders=4)
+        >>> found["sigmas"]
+        [0.1, 1.0]
+    """
+    out = dict(
+        sigmas=sorted(set(check_sequence("sigmas", sigmas, check_positive))),
+        sigma_dim=check_int("sigma_dim", sigma_dim, low=1),
+        dims=sorted(set(check_sequence("dims", dims, check_int, low=1))),
+        dim_sigma=check_positive("dim_sigma", dim_sigma),
+        draws=check_int("draws", draws, low=2),
+        orders=check_int("orders", orders, low=2),
+        direction_seed=check_seed("direction_seed", direction_seed),
+    )
+    if len(out["sigmas"]) < 2 or len(out["dims"]) < 2:
+        raise ValueError(
+            f"sigmas={out['sigmas']} and dims={out['dims']} must each hold two or more values: "
+            "the sweeps compare them."
+        )
+    return out
+
+
+def sweep_measure(**options: Any) -> Callable[[Any, Any, int], dict[str, Any]]:
+    """``sweep`` as a ``replicate`` measure: ``{"sweep": Sweep, "accuracy": …}`` per seed.
+
+    ``options`` are ``sweep``'s keyword arguments other than ``seed`` and ``accuracy`` (as
+    ``sweep_options`` returns them).
+    """
+
+    def run(setup, variant, seed: int) -> dict[str, Any]:
+        found = sweep(setup.problem, seed=seed, accuracy=setup.test_accuracy, **options)
+        return {"sweep": found, "accuracy": setup.test_accuracy}
+
+    return run
+
+
+def grid_summary(
+    grid: surface.Surface, shuffled: surface.Surface, sigma: float
+) -> dict[str, list[float]]:
+    """What the reading quotes of the integrand d_k²·p on a 2-D grid, per kept k.
+
+    ``delta``: its grid quadrature Σ d_k² p ΔA (≈ Δ_k restricted to the plane); ``peak``: its
+    maximum; ``gap_at_centre``: d_k(w*)²; ``step``: the mean absolute change between neighbouring
+    grid points relative to its mean (small for a smooth surface, large for a spiky one); the
+    ``_original`` keys: the same for ``shuffled`` (``original.scan``: an order per grid point).
+    """
+    area = float(np.prod([np.diff(c)[0] for c in grid.coords]))
+    centre = tuple(len(c) // 2 for c in grid.coords)
+    out: dict[str, list[float]] = {"k": [int(x) for x in grid.k]}
+    for suffix, surf in (("", grid), ("_original", shuffled)):
+        z = surf.integrand(sigma)
+        axes = tuple(range(1, z.ndim))
+        change = sum(np.abs(np.diff(z, axis=a)).mean(axes) for a in axes)
+        steps = change / (len(axes) * z.mean(axes))
+        out[f"delta{suffix}"] = (z.sum(axes) * area).tolist()
+        out[f"step{suffix}"] = steps.tolist()
+        if not suffix:
+            out["peak"] = z.max(axes).tolist()
+            out["gap_at_centre"] = [float(d[centre] ** 2) for d in surf.difference]
     return out
