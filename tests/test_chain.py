@@ -156,6 +156,40 @@ def test_chain_equals_brute_force(case):
     assert torch.equal(B, B.transpose(1, 2))
 
 
+#: The cases whose per-sample gradients factor (Linear on flat inputs, BatchNorm); the others have
+#: convolutions, LayerNorm/GroupNorm, a Linear on a 3-D input or a layer applied twice.
+FACTORED = {"mlp-relu", "mlp-tanh", "mlp-no-bias", "mlp-batch-norm", "mlp-dropout", "mlp-mse",
+            "nested", "bare-linear"}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_gradient_factors_equal_per_sample_gradients(case):
+    """The factored per-sample gradients equal plain backward one sample at a time, and so do
+    their Gram matrix, their products with a vector and their sum; None where they do not factor
+    (never a wrong number)."""
+    prob = _problem(case)
+    P = directions.random(prob, 3, kind="gaussian", seed=2).basis
+    *_, rows = chain.chain_derivatives(prob, prob.X, prob.y, P, gradients=True)
+    assert (rows is not None) == (case in FACTORED)
+    if rows is None:
+        return
+    brute = []
+    for i in range(prob.num_samples):
+        w = prob.center.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(
+            prob.sample_losses(w, prob.X[i : i + 1], prob.y[i : i + 1])[0], w
+        )
+        brute.append(g)
+    brute = torch.stack(brute)
+    v = torch.randn(
+        prob.num_params, generator=torch.Generator().manual_seed(3), dtype=torch.float64
+    )
+    _close(rows.dense(), brute)
+    _close(rows.gram(), brute @ brute.T)
+    _close(rows.dot(v), brute @ v)
+    _close(rows.total(), brute.sum(0))
+
+
 def test_directions_prepared_once_follow_the_basis():
     """The layers' direction pieces are made once per basis and shared by later calls: a basis
     changed in place, or a new one, is seen; one in column-major order gives the same numbers."""

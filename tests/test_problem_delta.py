@@ -9,6 +9,7 @@ from torch.nn import functional as F
 from landscape import delta, directions, prefix
 from landscape.directions import Subspace
 from landscape.problem import Problem, spans
+from landscape.rows import FactoredRows
 from landscape.seeding import generator
 
 from conftest import tiny_data, tiny_net
@@ -131,6 +132,34 @@ def test_running_differences_of_long_rows_equal_brute_force(width):
         got.append(diffs["value"])
     torch.testing.assert_close(torch.cat(got)[1:], brute[1:] - brute[:-1], rtol=1e-12, atol=1e-15)
     torch.testing.assert_close(running.sums["value"], x.sum(0), rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("width", [3, 700])
+def test_running_difference_norms_equal_brute_force(width):
+    """‖(x_k − mean_{i<k} x_i)/k‖² from the chunks' Gram matrices, for dense and factored rows
+    (x_i = vec(a_i b_iᵀ) with a plain part), equal the norms of the formed differences."""
+    g = generator(2)
+    a, b = (
+        torch.randn(13, 4, generator=g, dtype=torch.float64),
+        torch.randn(13, width, generator=g, dtype=torch.float64),
+    )
+    c = torch.randn(13, 3, generator=g, dtype=torch.float64) + 0.5
+    x = torch.cat([(a[:, :, None] * b[:, None, :]).flatten(1), c], dim=1)
+    brute = torch.stack([x[:k].mean(0) for k in range(1, 14)])
+    want = torch.cat([brute[:1], brute[1:] - brute[:-1]]).square().sum(1)
+    for factored in (False, True):
+        running, got = prefix.RunningDifferences(), []
+        for chunk in range(0, 13, 5):
+            rows = slice(chunk, chunk + 5)
+            value = x[rows]
+            if factored:
+                value = FactoredRows(["w", "c"], [torch.Size([4, width]), torch.Size([3])])
+                value.outer("w", a[rows], b[rows])
+                value.plain("c", c[rows])
+            diffs, k = running.differences(norms=("value",), value=value)
+            got.append(diffs["value"])
+        torch.testing.assert_close(torch.cat(got), want, rtol=1e-12, atol=0)
+        torch.testing.assert_close(running.sums["value"], x.sum(0), rtol=1e-12, atol=1e-13)
 
 
 def test_problem_bad_inputs_name_the_parameter(tiny_problem):
@@ -376,7 +405,9 @@ def test_ball_ratios_against_hand_made_points(tiny_problem):
     assert sorted(got) == [0.0, *radii]
     for R, ratios in got.items():
         expected = [
-            float(_losses_at(center + R * scale * u).max() - _losses_at(center + R * scale * u).min())
+            float(
+                _losses_at(center + R * scale * u).max() - _losses_at(center + R * scale * u).min()
+            )
             / (2 * (M_l + M_H * (R * scale) ** 2))
             for u in U
         ]

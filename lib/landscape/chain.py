@@ -50,6 +50,7 @@ from torch.func import functional_call, grad, jvp, vjp, vmap
 from torch.nn import functional as F
 
 from .problem import Problem
+from .rows import FactoredRows
 
 # How a layer depends on its input: affine (its Jacobian does not depend on the input), piecewise
 # linear (the Jacobian is locally constant, so its derivative is zero almost everywhere), smooth
@@ -148,8 +149,8 @@ _FEATURES: weakref.WeakKeyDictionary[Problem, int] = weakref.WeakKeyDictionary()
 
 
 def chain_derivatives(
-    prob: Problem, X: Tensor, y: Tensor, P: Tensor, *, symmetrise: bool = True
-) -> tuple[Tensor, Tensor, Tensor]:
+    prob: Problem, X: Tensor, y: Tensor, P: Tensor, *, symmetrise: bool = True, gradients=False
+) -> tuple:
     """Losses (n,), projected gradients Pᵀg_i (n, d) and Hessians PᵀH_iP (n, d, d) of samples.
 
     Forward-over-reverse along the chain (see the module docstring), for the samples (X, y) and any
@@ -157,12 +158,19 @@ def chain_derivatives(
     are symmetric to rounding; ``symmetrise=False`` returns them as computed, to measure that).
     Raises ``ValueError`` where ``support(prob)`` says no. Memory: about (3d + 3) activations of
     the network per sample; the caller chunks samples.
+
+    ``gradients=True`` adds a fourth result: the full per-sample gradients g_i as
+    ``rows.FactoredRows`` (δ_i h_iᵀ of each Linear layer, the per-channel sums of BatchNorm),
+    from the adjoints the backward pass forms anyway, or None where a parametric layer does not
+    factor so (convolutions, layers on 3-D inputs, a layer applied twice).
     """
     ok, why = support(prob)
     if not ok:
         raise ValueError(f"the chain route does not handle this network: {why}")
-    losses, G, B = _derivatives(prob, X, y, P)
-    return losses, G, symmetric(B) if symmetrise else B
+    rows = FactoredRows(prob.names, prob.shapes) if gradients else None
+    losses, G, B, rows = _derivatives(prob, X, y, P, rows)
+    B = symmetric(B) if symmetrise else B
+    return (losses, G, B, rows) if gradients else (losses, G, B)
 
 
 def symmetric(B: Tensor) -> Tensor:
@@ -171,8 +179,11 @@ def symmetric(B: Tensor) -> Tensor:
     return (B + B.transpose(1, 2)).mul_(0.5)
 
 
-def _derivatives(prob: Problem, X: Tensor, y: Tensor, P: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """``chain_derivatives`` without the check and the final symmetrisation."""
+def _derivatives(
+    prob: Problem, X: Tensor, y: Tensor, P: Tensor, rows: FactoredRows | None = None
+) -> tuple[Tensor, Tensor, Tensor, FactoredRows | None]:
+    """``chain_derivatives`` without the check and the final symmetrisation; ``rows`` (empty)
+    collects the per-sample gradients' factors, or becomes None where a layer has none."""
     n, d = len(X), P.shape[1]
     layers = _prepared(prob, P)
     first = next((i for i, layer in enumerate(layers) if layer.dirs is not None), None)
@@ -188,8 +199,10 @@ def _derivatives(prob: Problem, X: Tensor, y: Tensor, P: Tensor) -> tuple[Tensor
     losses, delta, ddelta = _loss_head(prob.loss_fn, h, hdot, y)
     # backward: the adjoint and its tangent, down to the first parametric layer
     for layer, state in reversed(saved):
+        if rows is not None and not layer.gradient_factors(state, delta, rows):
+            rows = None
         delta, ddelta = layer.backward(state, delta, ddelta, G, B)
-    return losses, G, B
+    return losses, G, B, rows
 
 
 def _loss_head(loss_fn: Callable, f: Tensor, fdot: Tensor | None, y: Tensor):
@@ -254,7 +267,13 @@ class _Layer:
     kind: str
     theta: dict[str, Tensor]
     dirs: dict[str, Tensor] | None
+    names: dict[str, str] = field(default_factory=dict)  # own parameter name -> the Problem's
     cache: dict[str, Tensor] = field(default_factory=dict)  # direction matrices, made once
+
+    def gradient_factors(self, state, delta: Tensor, rows: FactoredRows) -> bool:
+        """Add the factors of this layer's per-sample parameter gradients to ``rows`` (δ: the
+        adjoint of its output); False where it has parameters but no factors (generic layers)."""
+        return self.dirs is None
 
     def call(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
         return functional_call(self.module, params, (x,))
@@ -340,6 +359,13 @@ class _Linear(_Layer):
         q = (delta @ self.cache["columns"]).view(len(h), d, inp)
         _add_pairs(B, q, hdot)
         return delta @ W, torch.addmm(q.view(-1, inp), ddelta.reshape(-1, out), W).view_as(q)
+
+    def gradient_factors(self, state, delta: Tensor, rows: FactoredRows) -> bool:
+        if len(state) != 3:  # the generic path (inputs with more than one axis of features)
+            return False
+        return _factor(rows, self.names.get("weight"), delta, state[0]) and _factor(
+            rows, self.names.get("bias"), delta
+        )
 
 
 class _Identity(_Layer):
@@ -437,10 +463,19 @@ class _BatchNorm(_Layer):
         d = len(pg)
         u = normal.unsqueeze(1) * pg.view(1, d, *shape) + pb.view(1, d, *shape)
         ydot = u if hdot is None else torch.addcmul(u, hdot, gamma * scale)
-        return (hdot, u, scale), normal * gamma + beta, ydot
+        return (hdot, u, scale, normal), normal * gamma + beta, ydot
+
+    def gradient_factors(self, state, delta: Tensor, rows: FactoredRows) -> bool:
+        spatial = tuple(range(2, delta.ndim))  # per channel: summed over positions
+        weight, bias = delta * state[3], delta
+        if spatial:
+            weight, bias = weight.sum(spatial), bias.sum(spatial)
+        return _factor(rows, self.names["weight"], weight) and _factor(
+            rows, self.names["bias"], bias
+        )
 
     def backward(self, state, delta: Tensor, ddelta: Tensor, G: Tensor, B: Tensor):
-        hdot, u, scale = state
+        hdot, u, scale, _ = state
         _accumulate(G, B, delta, ddelta, u)
         if hdot is None:
             return None, None
@@ -499,6 +534,20 @@ def _add_pairs(B: Tensor, a: Tensor, b: Tensor) -> None:
     B.baddbmm_(a.reshape(n, d, -1), b.reshape(n, d, -1).transpose(1, 2))
 
 
+def _factor(rows: FactoredRows, name: str | None, g: Tensor, h: Tensor | None = None) -> bool:
+    """Add parameter ``name``'s factor (g_i, or g_i h_iᵀ); True if absent (no bias) or added,
+    False if the parameter already has one (a layer applied twice)."""
+    if name is None:
+        return True
+    if name in rows.factors:
+        return False
+    if h is None:
+        rows.plain(name, g)
+    else:
+        rows.outer(name, g, h)
+    return True
+
+
 #: The layers of the last (Problem, P) pair, while P lives: the chunks of samples of one call, and
 #: the calls for the batches of one estimate, share the directions' pieces and matrices.
 _PREPARED: dict[str, tuple] = {}
@@ -542,6 +591,7 @@ def _layers(prob: Problem, P: Tensor) -> list[_Layer]:
                 _LAYERS[type(module)],
                 {local: theta[names[id(p)]] for local, p in own.items()},
                 {local: pieces[names[id(p)]] for local, p in own.items()} if own else None,
+                {local: names[id(p)] for local, p in own.items()},
             )
         )
     return out

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .rows import DenseRows, FactoredRows, rows
+
 __all__ = ["RunningDifferences", "differences", "means"]
 
 
@@ -73,19 +75,20 @@ class RunningDifferences:
         self.out: dict[str, list[Tensor]] = {}
 
     def differences(
-        self, norms: tuple[str, ...] = (), **values: Tensor
+        self, norms: tuple[str, ...] = (), **values: Tensor | FactoredRows
     ) -> tuple[dict[str, Tensor], Tensor]:
         """(x_k − mean_{i<k} x_i) / k for each named per-sample value (n, ...) of the next n samples,
         and their k (n,) in float64 (the first sample of all has k = 1 and difference x_1).
 
         For the values named in ``norms`` only the squared norms ‖(x_k − mean_{i<k} x_i) / k‖² (n,)
-        are returned, in float64, without forming the differences (``_difference_norms``)."""
+        are returned, in float64, without forming the differences (``_difference_norms``); such
+        a value may also be ``rows.FactoredRows`` (per-sample gradients kept as factors)."""
         n = len(next(iter(values.values())))
         k = torch.arange(self.count + 1, self.count + n + 1, dtype=torch.float64)
         diffs = {}
         for name, x in values.items():
             if name in norms:
-                diffs[name] = self._difference_norms(name, x.reshape(n, -1), k)
+                diffs[name] = self._difference_norms(name, rows(x), k)
                 continue
             # In place on our own temporaries (never on x): with full-space Hessian blocks (N×N per
             # sample) every fresh temporary costs more than its arithmetic (bench_exact_full).
@@ -114,21 +117,21 @@ class RunningDifferences:
         self.count += n
         return diffs, k
 
-    def _difference_norms(self, name: str, x: Tensor, k: Tensor) -> Tensor:
+    def _difference_norms(self, name: str, x: DenseRows | FactoredRows, k: Tensor) -> Tensor:
         """‖(x_k − S_{k−1}/(k−1)) / k‖² for the rows x_k of one chunk (n, L), S_{k−1} the sum of
         all earlier rows, from the chunk's Gram matrix: with S₀ the total before the chunk,
         a_k = x_k·S₀ and G = xxᵀ, x_k·S_{k−1} = a_k + Σ_{j<k} G_kj and
         ‖S_{k−1}‖² = ‖S₀‖² + 2 Σ_{j<k} a_j + Σ_{j,j'<k} G_jj'. Three reads of the chunk (xxᵀ, x S₀,
         the new total) and no (n, L) temporary: for per-sample gradients (72 × 152,330) this is
-        about 4× faster than forming the differences. Every term is of the size of ‖x_k‖² or
+        about 4× faster than forming the differences, and factored rows are never formed. Every term is of the size of ‖x_k‖² or
         ‖S₀‖²/(k−1)², which the result contains, so nothing cancels beyond the product's rounding;
         ‖S₀‖² comes from the float64 total."""
-        gram = (x @ x.T).to(torch.float64)
+        gram = x.gram()
         total = self.sums.get(name)
         if total is None:
-            a, total_sq = torch.zeros(len(x), dtype=torch.float64, device=x.device), 0.0
+            a, total_sq = gram.new_zeros(len(x)), 0.0
         else:
-            a, total_sq = (x @ total.to(x.dtype)).to(torch.float64), total.square().sum()
+            a, total_sq = x.dot(total), total.square().sum()
         zero = gram.new_zeros(1)
         dot = a + gram.tril(-1).sum(1)  # x_k·S_{k−1}
         blocks = gram.cumsum(0).cumsum(1).diagonal()  # Σ_{j,j'≤k} G_jj'
@@ -137,7 +140,7 @@ class RunningDifferences:
         )
         previous = (k - 1).clamp_min(1).to(gram.device)
         squared = gram.diagonal() - 2 * dot / previous + before_sq / previous**2
-        chunk_total = x.sum(0).to(torch.float64)  # summing in float64 strides: 20× slower
+        chunk_total = x.total()
         self.sums[name] = chunk_total if total is None else total.add_(chunk_total)
         return squared.clamp_min_(0) / k.to(gram.device) ** 2
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .. import chain
 from ..checks import check_choice, check_int
 from ..directions import Subspace, check_subspace
 from ..prefix import RunningDifferences
@@ -36,6 +37,8 @@ from ..routes import (
     proven_route,
     route_bytes,
 )
+from ..rows import FactoredRows
+from ..rows import rows as rows_of
 from .per_sample import BackpackUnsupported, per_sample_hessian_traces
 from .probes import deflation_basis, probe_pair_frobenius, rademacher
 from .results import DifferenceTerms
@@ -43,8 +46,9 @@ from .results import DifferenceTerms
 Method = Literal["auto", "exact", "hutchinson", "subspace"]
 METHODS: tuple[str, ...] = ("auto", "exact", "hutchinson", "subspace")
 
-#: Per-sample values of a batch of samples: (rows, X, y) -> {"loss", "grad", "hess"[, "trace"]}.
-Derivatives = Callable[[slice, Tensor, Tensor], dict[str, Tensor]]
+#: Per-sample values of a batch of samples: (rows, X, y) -> {"loss", "grad", "hess"[, "trace"]};
+#: "grad" is an (n, N) tensor or the chain's ``FactoredRows`` (never formed).
+Derivatives = Callable[[slice, Tensor, Tensor], dict[str, "Tensor | FactoredRows"]]
 #: The route's per-k terms from the prefix differences of those values (besides gap and grad_sq).
 Terms = Callable[[dict[str, Tensor]], dict[str, Tensor]]
 
@@ -108,7 +112,10 @@ def difference_terms(
     products each on a chain of layers, else d(d+1) forward passes or d per-sample HVPs);
     "exact" K·N per-sample HVPs and one N×N running sum; "hutchinson" K samples' projected
     derivatives in s + m directions (as "subspace" with d = s + m) and (s+m)² running sums, one
-    BackPACK pass for traces, and 2s full-data HVPs for Q.
+    BackPACK pass for traces, and 2s full-data HVPs for Q; the per-sample gradients come as
+    factors from the chain route's own backward pass where the layers allow (Linear, BatchNorm:
+    ``chain_derivatives(gradients=True)``), else from one vmapped pass, and ‖c_k‖² from the
+    chunks' Gram matrices (``RunningDifferences.differences(norms=...)``).
     """
     check_choice("method", method, METHODS)
     check_choice("route", route, ROUTES)
@@ -231,8 +238,13 @@ def _probe_pair_terms(
     )
 
     def derivatives(rows: slice, X: Tensor, y: Tensor) -> dict[str, Tensor]:
-        losses, grads, _ = gradients(prob, X, y, None)
-        B = projected_derivatives(prob, X, y, W, route=route)[2]  # exactly symmetric
+        grads = None
+        if route == "chain":  # the gradients as factors from the same pass, where they factor
+            losses, _, B, grads = chain.chain_derivatives(prob, X, y, W, gradients=True)
+        else:
+            B = projected_derivatives(prob, X, y, W, route=route)[2]  # exactly symmetric
+        if grads is None:
+            losses, grads, _ = gradients(prob, X, y, None)
         values = {"loss": losses, "grad": grads, "hess": B}
         if traces is not None:
             values["trace"] = traces[rows]
@@ -295,11 +307,12 @@ def _stream(
     progress_bar = bar(total=prob.num_samples, desc=desc, unit="sample", enabled=progress)
     for rows, X, y in prob.batches(sample_bytes):
         values = derivatives(rows, X, y)
+        values["grad"] = rows_of(values["grad"])  # its Gram matrix serves both uses below
         diffs, k = running.differences(norms=("grad",), **values)
         gap, grad_sq = diffs["loss"], diffs["grad"]
         running.keep(k, gap=gap, grad_sq=grad_sq, **terms(diffs))
         max_loss = max(max_loss, float(values["loss"].max()))
-        max_grad = max(max_grad, float(torch.linalg.vector_norm(values["grad"], dim=1).max()))
+        max_grad = max(max_grad, float(values["grad"].gram().diagonal().max().sqrt()))
         if hessian_norms:
             max_hess = max(max_hess, float(torch.linalg.eigvalsh(values["hess"]).abs().max()))
         progress_bar.update(len(X))
