@@ -138,7 +138,11 @@ class PointwiseCurve:
     def fit_rate(self, k_min: int = 10, k_max: int | None = None, **kwargs):
         """Fit the mean curve ≈ C k^(−α); theory for the pointwise metric predicts α = 1."""
         return theory.fit_rate(
-            self.k, self.value, k_min=k_min, k_max=k_max, samples=self.samples,
+            self.k,
+            self.value,
+            k_min=k_min,
+            k_max=k_max,
+            samples=self.samples,
             **{"units": "orders", **kwargs},
         )
 
@@ -376,11 +380,13 @@ def _compact(values: Tensor) -> Tensor:
     """Per-draw values in float32 to halve their memory, unless float32 would change them:
     any finite non-zero value beyond float32's range (above ~3.4e38, which would become inf and
     turn the bootstrap interval into NaN, or below ~1.2e-38) keeps the chunk in float64."""
-    finite = values[torch.isfinite(values) & (values != 0)].abs()
-    info = torch.finfo(torch.float32)
-    if finite.numel() and (finite.max() > info.max or finite.min() < info.tiny):
-        return values.to(torch.float64)
-    return values.float()
+    single = values.float()
+    magnitude = single.abs()
+    # overflow: a finite value became inf; underflow: a non-zero value became 0 or subnormal
+    # (elementwise checks: selecting the finite non-zero values first took 4× as long)
+    overflow = (magnitude == torch.inf) & torch.isfinite(values)
+    underflow = (magnitude < torch.finfo(torch.float32).tiny) & (values != 0)
+    return values.to(torch.float64) if bool((overflow | underflow).any()) else single
 
 
 class _RunningMoments:
@@ -399,6 +405,11 @@ class _RunningMoments:
 
     def update(self, sq: Tensor) -> None:
         sq = sq.cpu().numpy()  # (n, orders, K−1)
+        if np.isfinite(sq).all():  # the usual case, in a third of the passes
+            unit = sq.mean(1) if sq.shape[1] > 1 else sq[:, 0]
+            self.order_sum += sq.sum(0)
+            self._merge(len(sq), unit.mean(0), ((unit - unit.mean(0)) ** 2).sum(0))
+            return
         finite = np.isfinite(sq).all(1)  # (n, K−1)
         unit = np.where(finite, sq.mean(1), 0.0)
         self.order_sum += np.where(finite[:, None, :], sq, 0.0).sum(0)
@@ -407,6 +418,10 @@ class _RunningMoments:
         safe_n = np.maximum(n, 1)
         mean = unit.sum(0) / safe_n
         m2 = (np.where(finite, unit - mean, 0.0) ** 2).sum(0)
+        self._merge(n, mean, m2)
+
+    def _merge(self, n: np.ndarray | int, mean: np.ndarray, m2: np.ndarray) -> None:
+        """Merge a chunk's count(s), mean and sum of squared deviations (Chan et al.)."""
         total = self.count + n
         safe_total = np.maximum(total, 1)
         delta = mean - self._mean

@@ -237,6 +237,8 @@ def _probe_pair_terms(
         hvp_bytes(prob, 1, block=W.shape[1] ** 2)[0], route_bytes(prob, route, W.shape[1])[0]
     )
 
+    grads_by: set[str] = set()
+
     def derivatives(rows: slice, X: Tensor, y: Tensor) -> dict[str, Tensor]:
         grads = None
         if route == "chain":  # the gradients as factors from the same pass, where they factor
@@ -245,6 +247,7 @@ def _probe_pair_terms(
             B = projected_derivatives(prob, X, y, W, route=route)[2]  # exactly symmetric
         if grads is None:
             losses, grads, _ = gradients(prob, X, y, None)
+        grads_by.add("factored" if isinstance(grads, FactoredRows) else "vmap")
         values = {"loss": losses, "grad": grads, "hess": B}
         if traces is not None:
             values["trace"] = traces[rows]
@@ -268,6 +271,11 @@ def _probe_pair_terms(
 
     desc = f"projected Hessians ({deflate} + {probes} probes)"
     streamed = _stream(prob, sample_bytes, derivatives, terms, desc, progress)
+    notes.append(
+        "per-sample gradients as factors from the chain's backward pass (Linear, BatchNorm)."
+        if grads_by == {"factored"}
+        else "per-sample gradients by one vmapped backward pass per chunk."
+    )
     return _result(streamed, "hutchinson", prob.num_params, notes, probes=probes)
 
 
