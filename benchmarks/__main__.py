@@ -23,6 +23,7 @@ from . import (
     bench_floor,
     bench_hutchinson,
     bench_original,
+    bench_paper_plan,
     bench_paper_scale,
     bench_scaling,
 )
@@ -39,6 +40,7 @@ BENCHMARKS = {
     "antithetic": bench_antithetic,
     "hutchinson": bench_hutchinson,
     "paper_scale": bench_paper_scale,
+    "paper_plan": bench_paper_plan,
 }
 
 

@@ -18,7 +18,12 @@ Stages and their floors (measured in the same process, interleaved with the stag
 
 Stages too slow for this CPU are measured at 2–3 smaller sizes (K, or grid points for the
 surface) and scaled to the target with the exponent fitted on a log-log scale; the row says so.
-``--paper-full`` measures every stage at its full size. One round per size (two for the cheap
+``--paper-full`` measures every stage at its full size.
+
+Two more measurements on the MLP: SPEC §7's row "stochastic full-space terms ≤ 20× 64 Monte Carlo
+draws" at K = 2,000, the two interleaved on one Problem (medians of 3); and how the cheap stages
+grow with N, at widths 48, 128, 256 (N ≈ 45k, 152k, 400k) and K = 1,000 (the exponent of N fitted
+on a log-log scale; printed, no target). One round per size (two for the cheap
 stages), the contender and its floor interleaved. Peak memory is the stage's own (peak RSS above
 its start, at the largest size measured); target ≤ 4 GB.
 """
@@ -39,7 +44,7 @@ from landscape.hessian import hvp
 from landscape.problem import Problem
 
 from ._common import bare_loop, parameter_draws
-from ._timing import Row, peak_memory, timed
+from ._timing import Row, interleaved, peak_memory, timed
 
 SIGMA = 0.01
 
@@ -273,6 +278,77 @@ def _measure(net: Network, stage: str, problems: dict, full: bool) -> dict | Non
     )
 
 
+def _stochastic_vs_monte_carlo(quick: bool) -> Row:
+    """SPEC §7's row: the stochastic full-space terms (defaults) against 64 Monte Carlo draws on the
+    same Problem (the MLP at K = 2,000; 500 with ``quick``), interleaved, medians of 3."""
+    net = next(iter(NETWORKS.values()))
+    prob = _problem(net, 500 if quick else 2_000)
+    t = interleaved(
+        {
+            "stochastic": lambda: curvature.difference_terms(
+                prob, method="hutchinson", progress=False
+            ),
+            "mc": lambda: delta.monte_carlo(prob, SIGMA, 64, progress=False),
+        },
+        1 if quick else 3,
+    )
+    ratio = t["stochastic"].median / t["mc"].median
+    notes = curvature.difference_terms(prob, method="hutchinson", progress=False).notes
+    return Row(
+        "9 MLP stochastic vs MC",
+        "stochastic full-space terms (s = m = 64)",
+        t["stochastic"].median,
+        "64 Monte Carlo draws, same Problem",
+        t["mc"].median,
+        "A/B ≤ 20",
+        ratio <= 20,
+        note=f"N = {prob.num_params:,}, K = {prob.num_samples:,}, medians of "
+        f"{len(t['mc'].times)} interleaved (stochastic {t['stochastic'].spread()}, Monte Carlo "
+        f"{t['mc'].spread()}); " + " ".join(n for n in notes if "gradients" in n),
+    )
+
+
+#: MLP widths for the growth in N (at K = ``N_GROWTH_K``): N ≈ 40k, 152k, 400k with 4 layers.
+N_GROWTH_WIDTHS = (48, 128, 256)
+N_GROWTH_K = 1_000
+
+
+def _growth_in_n(quick: bool) -> list[Row]:
+    """How each cheap stage's time grows with N: the paper MLP at three widths, same K."""
+    widths = N_GROWTH_WIDTHS[:2] if quick else N_GROWTH_WIDTHS
+    base = next(iter(NETWORKS.values()))
+    sizes, times = [], {"mc": [], "closed": [], "hutchinson": []}
+    for width in widths:
+        net = Network(base.kind, base.input_shape, {**base.cfg, "width": width}, N_GROWTH_K, {})
+        prob = _problem(net, 300 if quick else N_GROWTH_K)
+        unit = Unit(prob)
+        sizes.append(prob.num_params)
+        for stage in times:
+            run = {"mc": _mc, "closed": _closed, "hutchinson": _hutchinson}[stage](prob, unit)[0]
+            run()  # warm-up
+            times[stage].append(_median_time(run, 1 if quick else 2))
+    rows = []
+    for stage, values in times.items():
+        slope = float(np.polyfit(np.log(sizes), np.log(values), 1)[0])
+        rows.append(
+            Row(
+                "9 MLP growth in N",
+                f"{STAGES[stage][0]}: exponent of N",
+                slope,
+                "linear",
+                1.0,
+                "-",
+                None,
+                unit="",
+                note=f"K = {N_GROWTH_K if not quick else 300:,}; N = "
+                + ", ".join(f"{n:,}" for n in sizes)
+                + ": "
+                + ", ".join(f"{v:.2f} s" for v in values),
+            )
+        )
+    return rows
+
+
 def run(
     quick: bool,
     full: bool = False,
@@ -344,4 +420,9 @@ def run(
                         note=f"N = {n:,}; ours {ours[k][2]}; PyHessian {theirs[k][2]}",
                     )
                 )
+    if not networks or "mlp" in networks:
+        if not stages or "hutchinson" in stages:
+            rows.append(_stochastic_vs_monte_carlo(quick))
+        if not stages:
+            rows += _growth_in_n(quick)
     return rows
