@@ -427,3 +427,14 @@ def test_ball_ratios_refuse_bad_arguments(tiny_problem):
         delta.ball_ratios(tiny_problem, 1.0, 1.0, [0.1], points=10_000)
     with pytest.raises(ValueError, match="gradients"):
         delta.ball_ratios(tiny_problem, 1.0, 1.0, [0.1], points=2, gradients=13)
+
+
+def test_default_chunk_budget_is_256_mib_on_a_cpu_and_an_eighth_of_free_gpu_memory(monkeypatch):
+    from landscape.problem import CPU_MAX_MEMORY, default_max_memory
+
+    assert Problem(tiny_net(), *tiny_data(), device="cpu").max_memory == CPU_MAX_MEMORY == 2**28
+    assert Problem(tiny_net(), *tiny_data(), device="cpu", max_memory=123).max_memory == 123
+    cuda = torch.device("cuda", 0)
+    for free, expected in [(80 * 2**30, 10 * 2**30), (2**30, CPU_MAX_MEMORY), (2**40, 16 * 2**30)]:
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device, free=free: (free, 2 * free))
+        assert default_max_memory(cuda) == expected

@@ -48,6 +48,23 @@ LOSSES: dict[str, LossFn] = {"cross_entropy": _cross_entropy, "mse": _squared_er
 _STOCHASTIC_IN_TRAINING = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
 
 
+#: The chunk budget on a CPU: on this project's 2-core CPU, chunks that stay near the caches ran
+#: as fast per sample as larger ones, and the budget bounds the memory of every stage.
+CPU_MAX_MEMORY = 256 * 2**20
+
+
+def default_max_memory(device: torch.device) -> int:
+    """Bytes one chunk may use by default: ``CPU_MAX_MEMORY`` on a CPU; on a CUDA device an eighth
+    of its free memory when the Problem is made, between 256 MiB and 16 GiB. On a GPU each call
+    costs a fixed launch overhead, so 256 MiB chunks (90–170 CIFAR samples of a CNN 4×64) leave
+    it mostly idle (benchmarks/bench_paper_plan.py); an eighth leaves room for the stage's own
+    arrays and for other processes."""
+    if device.type != "cuda":
+        return CPU_MAX_MEMORY
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(min(16 * 2**30, max(CPU_MAX_MEMORY, free // 8)))
+
+
 class Problem:
     """A network with its samples in prefix order, expanded around the centre w*.
 
@@ -69,7 +86,8 @@ class Problem:
             ``"float32"``/``"float64"``); ``None`` keeps the network's.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``...
         max_memory: bytes one chunk of activations may use; chunk sizes over draws and samples
-            follow from it.
+            follow from it. None: ``default_max_memory(device)`` — 256 MiB on a CPU, an eighth of
+            the free memory on a GPU.
         strategy: ``"loop"`` (one batched forward per parameter vector), ``"vmap"`` (vectorised
             over parameter vectors), or ``"auto"``: the first batch of several vectors times both
             on a few draws and keeps the faster (both give the same numbers; which wins depends
@@ -98,7 +116,7 @@ class Problem:
         loss: str = "cross_entropy",
         dtype: torch.dtype | None = None,
         device: str | torch.device | None = "auto",
-        max_memory: int = 256 * 2**20,
+        max_memory: int | None = None,
         strategy: Strategy = "auto",
     ) -> None:
         if not isinstance(net, nn.Module):
@@ -112,9 +130,11 @@ class Problem:
             )
         check_int("number of samples (len(X))", len(X), low=1)
         self.loss_name = check_choice("loss", loss, LOSSES)
-        self.max_memory = check_int("max_memory", max_memory, low=1)
         self.strategy = check_choice("strategy", strategy, STRATEGIES)
         self.device = resolve_device(device)
+        if max_memory is None:
+            max_memory = default_max_memory(self.device)
+        self.max_memory = check_int("max_memory", max_memory, low=1)
         params = list(net.parameters())
         if not params:
             raise ValueError("net has no parameters.")
