@@ -374,12 +374,41 @@ def test_sufficiency_headline_and_rows_are_the_k_star_answers(alpha):
         assert [kind for kind, eps in listed.items() if f"{a.epsilon:.0e}" in eps] == [a.kind]
 
 
+@pytest.mark.parametrize(
+    ("seeds", "alpha", "method", "clause"),
+    [
+        (3, 2.0, "seeds, then orders within each", "resampling only 3 seeds, this interval is"),
+        (3, 1.0, "seeds, then orders within each", "this interval (like those of the extrapolated k*)"),
+        (sufficiency_reading.FEW_SEEDS, 2.0, "seeds, then orders within each", None),
+        (1, 2.0, "orders", None),
+    ],
+)
+def test_sufficiency_says_what_the_pooled_interval_resampled(seeds, alpha, method, clause):
+    curves = _per_seed(alpha, seeds=seeds)
+    pooled = sufficiency.pool(curves)
+    table = [sufficiency.k_star(pooled, e) for e in (1e-5, 1e-6, 1e-7)]
+    reading = sufficiency_reading.read(
+        pooled, curves, table[0], table[0], table, _learning(0.001), np.linspace(0.01, 1.0, K)
+    )
+    fit = table[0].fit or pooled.fit_rate(k_min=20)  # as read takes it
+    low, high = fit.alpha_ci
+    assert f"({low:.2f}–{high:.2f}, bootstrap over {method}" in reading.text
+    assert "seeds × orders" not in reading.text.split("of the pooled curve")[1]
+    if clause is None:
+        assert "resampling only" not in reading.text
+    else:
+        assert clause in reading.text and "t interval over the per-seed fits" in reading.text
+
+
 def test_pool_averages_units_and_takes_errors_over_them():
     curves = _per_seed(2.0, seeds=2, orders=4)
     pooled = sufficiency.pool(curves)
     units = np.concatenate([c.per_order for c in curves])
     np.testing.assert_allclose(pooled.value, units.mean(0))
-    np.testing.assert_allclose(pooled.stderr, units.std(0, ddof=1) / math.sqrt(8))
+    # orders of one seed share its network: the standard error is over the 2 seeds' means
+    seed_means = np.stack([c.per_order.mean(0) for c in curves])
+    np.testing.assert_allclose(pooled.stderr, seed_means.std(0, ddof=1) / math.sqrt(2))
+    np.testing.assert_array_equal(pooled.groups, [0, 0, 0, 0, 1, 1, 1, 1])
     assert pooled.orders == 8 and pooled.draws == 200
     with pytest.raises(ValueError, match="per-order estimates"):
         sufficiency.pool([_curve(np.ones(len(k)))])

@@ -46,6 +46,9 @@ class Curve:
         samples: (units, K−1) per-draw (per-pair) values of d_k² for bootstraps, or None when too
             large to keep.
         antithetic: whether draws came in pairs ±z.
+        groups: for a curve pooled over training seeds (``sufficiency.pool``), the seed (0, 1, …)
+            of each row of ``samples``; bootstraps then resample seeds, then orders within each.
+            None for one network.
     """
 
     k: np.ndarray
@@ -59,12 +62,20 @@ class Curve:
     per_order: np.ndarray | None = None
     samples: np.ndarray | None = None
     antithetic: bool = False
+    groups: np.ndarray | None = None
+
+    @property
+    def seeds(self) -> int:
+        """The number of training seeds the curve pools (1 unless ``groups`` says otherwise)."""
+        return 1 if self.groups is None else len(np.unique(self.groups))
 
     def __repr__(self) -> str:
         if not len(self.k):
             return f"Curve(empty, σ = {self.sigma:g})"
         first, last = int(self.k[0]), int(self.k[-1])
         orders = f" × {self.orders} orders" if self.orders > 1 else ""
+        if self.seeds > 1:
+            orders += f" of {self.seeds} seeds"
         return (
             f"Curve(Δ_k for k = {first}..{last}: σ = {self.sigma:g}, d = {self.dim}, "
             f"{self.draws} draws{orders}; Δ_{first} = {self.value[0]:.3g}, "
@@ -98,7 +109,9 @@ class Curve:
         """Fit Δ_k ≈ C k^(−α) on ``k_min ≤ k ≤ k_max``; see ``theory.fit_rate``.
 
         A curve on which every draw gave a non-finite loss has nothing to fit: that is said
-        (with σ and the count of draws), rather than asking for another window of k.
+        (with σ and the count of draws), rather than asking for another window of k. A curve
+        pooled over training seeds (``groups``) is bootstrapped over seeds, then orders within
+        each.
         """
         self.check_finite()
         return theory.fit_rate(
@@ -108,7 +121,11 @@ class Curve:
             k_max=k_max,
             samples=self.samples,
             stderr=self.stderr,
-            **{"units": "orders" if self.samples is self.per_order else "draws", **kwargs},
+            **{
+                "units": "orders" if self.samples is self.per_order else "draws",
+                "groups": None if self.samples is None else self.groups,
+                **kwargs,
+            },
         )
 
 

@@ -4,7 +4,8 @@ k*(ε) is the smallest k after which the upper confidence bound of Δ_k stays be
 measured curve never settles below ε before the data run out, k* is extrapolated from the fitted
 power law Δ_k ≈ C k^(−α) and flagged as an extrapolation, with an interval from the fit's
 bootstrap. A relative criterion divides Δ_k by L_k(w*)². ``pool`` joins the curves of independent
-training seeds into one over seeds × orders. The learning curve (test accuracy of
+training seeds into one over seeds × orders whose uncertainty is taken over seeds (standard errors
+over the seeds, bootstraps over seeds and then orders within each). The learning curve (test accuracy of
 networks trained on the first k samples), the performance-based answer to set beside it, lives
 in ``experiment`` (it trains networks; nothing here does).
 """
@@ -86,15 +87,23 @@ class Sufficiency:
 
     def record(self) -> dict[str, object]:
         """The ``{epsilon, k, interval, kind}`` row of results.json's ``"k_star"`` (SPEC §11)."""
-        row = {"epsilon": self.epsilon, "k": self.k_star, "interval": list(self.interval),
-               "kind": self.kind, "estimate": self.estimate, "criterion": self.criterion}
+        row = {
+            "epsilon": self.epsilon,
+            "k": self.k_star,
+            "interval": list(self.interval),
+            "kind": self.kind,
+            "estimate": self.estimate,
+            "criterion": self.criterion,
+        }
         return {**row, "at_least": self.at_least, "reason": self.reason} if self.reason else row
 
     def __repr__(self) -> str:
         low, high = self.interval
         if self.kind == "censored":
-            return (f"Sufficiency({self.criterion}, ε = {self.epsilon:.3g}: censored, k* > "
-                    f"{self.at_least:,.0f})")
+            return (
+                f"Sufficiency({self.criterion}, ε = {self.epsilon:.3g}: censored, k* > "
+                f"{self.at_least:,.0f})"
+            )
         return (
             f"Sufficiency({self.criterion}, ε = {self.epsilon:.3g}: k* = {self.k_star:,.0f} "
             f"[{low:,.0f}, {high:,.0f}] at {self.level:.0%}, {self.kind})"
@@ -125,10 +134,17 @@ def pool(curves: Sequence[Curve]) -> Curve:
 
     Each curve comes from its own trained network (and directions) and averages several data
     orders (``monte_carlo(..., orders=P)``, P ≥ 2). The pooled value is the mean over every
-    (replicate, order) unit; its ``stderr``, ``samples`` and ``per_order`` are over those units,
-    so ``k_star`` and ``fit_rate`` bootstrap over seeds × orders (SPEC §11). Units from one seed
-    share its network, so this interval is narrower than one over seeds alone would be; claims
-    about the network take their intervals over seeds (``claims.replicate_interval``).
+    (replicate, order) unit, and ``samples`` and ``per_order`` hold those units, with ``groups``
+    the replicate of each. Units of one replicate share its network, so they are not independent:
+    with S ≥ 2 replicates, ``stderr`` is the cluster-robust standard error of the mean over the
+    replicates (Liang & Zeger 1986, with the small-sample factor S/(S−1)),
+
+        se_k = √(S/(S−1) · Σ_s (Σ_{i∈s} (x_ik − x̄_k))²) / n_k,
+
+    which is std(replicate means)/√S when every replicate has the same number of finite units;
+    ``k_star``'s bound takes it with Student's t on S − 1 degrees of freedom, and ``fit_rate``
+    (hence an extrapolated k*) bootstraps over replicates, then orders within each. With one
+    replicate, ``stderr`` is over its orders (as ``across_orders`` takes it) and the bound normal.
 
     Example:
         >>> pooled = pool([across_orders(monte_carlo(prob_s, 0.1, 100, orders=5)) for prob_s in probs])  # doctest: +SKIP
@@ -141,6 +157,10 @@ def pool(curves: Sequence[Curve]) -> Curve:
                 f"curves[{i}] averages {c.orders} data order(s); pool needs each replicate's "
                 "per-order estimates (monte_carlo(..., orders=P) with P >= 2)."
             )
+        if c.seeds > 1:
+            raise ValueError(
+                f"curves[{i}] is already pooled over {c.seeds} seeds; pool the per-seed curves."
+            )
     if not curves:
         raise ValueError("curves is empty; pass one curve per replicate.")
     first = curves[0]
@@ -151,9 +171,14 @@ def pool(curves: Sequence[Curve]) -> Curve:
                 f"curves[0] (k = {first.k[0]}..{first.k[-1]}, σ = {first.sigma:g}, d = {first.dim})."
             )
     units = np.concatenate([c.per_order for c in curves])
+    groups = np.repeat(np.arange(len(curves)), [len(c.per_order) for c in curves])
     with np.errstate(invalid="ignore"):
         value = np.nanmean(units, axis=0)
-        stderr = np.nanstd(units, axis=0, ddof=1) / np.sqrt(np.isfinite(units).sum(0))
+        stderr = (
+            _clustered_stderr(units, groups, value)
+            if len(curves) > 1
+            else np.nanstd(units, axis=0, ddof=1) / np.sqrt(np.isfinite(units).sum(0))
+        )
     return replace(
         first,
         value=value,
@@ -163,7 +188,21 @@ def pool(curves: Sequence[Curve]) -> Curve:
         orders=len(units),
         per_order=units,
         samples=units,
+        groups=groups,
     )
+
+
+def _clustered_stderr(units: np.ndarray, groups: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """Cluster-robust standard error of the column means of ``units`` (rows clustered by
+    ``groups``), leaving out non-finite entries; NaN where fewer than two groups are finite."""
+    finite = np.isfinite(units)
+    residual = np.where(finite, units - mean, 0.0)
+    labels = np.unique(groups)
+    sums = np.stack([residual[groups == g].sum(0) for g in labels])
+    present = np.stack([finite[groups == g].any(0) for g in labels]).sum(0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        var = present / (present - 1) * (sums**2).sum(0) / finite.sum(0) ** 2
+    return np.where(present > 1, np.sqrt(var), np.nan)
 
 
 def relative(curve: Curve, prob: Problem) -> Curve:
@@ -195,12 +234,17 @@ def relative(curve: Curve, prob: Problem) -> Curve:
             stacklevel=2,
         )
         scale = np.where(undefined, np.nan, scale)
+    per_order = None if curve.per_order is None else curve.per_order / scale
+    if curve.samples is curve.per_order:  # still the per-order estimates (fit_rate names them so)
+        samples = per_order
+    else:
+        samples = None if curve.samples is None else curve.samples / scale
     return replace(
         curve,
         value=curve.value / scale,
         stderr=curve.stderr / scale,
-        per_order=None if curve.per_order is None else curve.per_order / scale,
-        samples=None if curve.samples is None else curve.samples / scale,
+        per_order=per_order,
+        samples=samples,
     )
 
 
@@ -215,7 +259,9 @@ def k_star(
     """k*(ε): the smallest k after which the upper confidence bound of Δ_k stays below ε.
 
     One definition inside and beyond the data (SPEC §11). The bound is value + z·stderr with z the
-    two-sided normal quantile at ``level``. If it settles below ε within the first
+    two-sided normal quantile at ``level`` — for a curve pooled over S ≥ 2 training seeds (whose
+    ``stderr`` is over the seeds, see ``pool``), the Student t quantile on S − 1 degrees of
+    freedom. If it settles below ε within the first
     ``MEASURED_SHARE`` of the measured k, k* is **measured**. Otherwise the power law
     Δ_k ≈ C k^(−α) fitted on k ≥ ``fit_k_min`` (default: the geometric middle of the measured k)
     decides: k* is **extrapolated** where the fit decreases (its slope's bootstrap interval
@@ -231,7 +277,7 @@ def k_star(
     if fit_k_min is not None:
         fit_k_min = check_int("fit_k_min", fit_k_min, low=1, high=int(curve.k[-1]))
     curve.check_finite()
-    z = stats.norm.ppf(0.5 + level / 2)
+    z = _quantile(curve, level)
     k = curve.k
     cut = float(k[0] + MEASURED_SHARE * (k[-1] - k[0]))
     stderr = np.nan_to_num(curve.stderr, nan=np.inf)
@@ -248,33 +294,53 @@ def k_star(
         )
     k_min = fit_k_min or int(round(math.sqrt(k[0] * k[-1])))
     fit = curve.fit_rate(k_min=k_min, level=level)
-    censored = dict(epsilon=epsilon, k_star=float("nan"), estimate=float("nan"),
-                    interval=(float("nan"), float("nan")), kind="censored", level=level,
-                    at_least=cut, fit=fit, criterion=criterion)
+    censored = dict(
+        epsilon=epsilon,
+        k_star=float("nan"),
+        estimate=float("nan"),
+        interval=(float("nan"), float("nan")),
+        kind="censored",
+        level=level,
+        at_least=cut,
+        fit=fit,
+        criterion=criterion,
+    )
     slope_hi = fit.ci[1]
     if not (math.isfinite(slope_hi) and slope_hi < 0):
-        return Sufficiency(**censored, reason=(
-            f"the power law fitted on k ≥ {fit.k_min} may not decrease (α = {fit.alpha:.2f}, "
-            f"interval {fit.alpha_ci[0]:.2f} to {fit.alpha_ci[1]:.2f})"))
+        return Sufficiency(
+            **censored,
+            reason=(
+                f"the power law fitted on k ≥ {fit.k_min} may not decrease (α = {fit.alpha:.2f}, "
+                f"interval {fit.alpha_ci[0]:.2f} to {fit.alpha_ci[1]:.2f})"
+            ),
+        )
     estimate = _solve(fit.slope, fit.intercept, epsilon)
     boots = np.array([_solve(s, c, epsilon) for s, c in fit.bootstrap])
     boots = boots[np.isfinite(boots)]
     interval = bootstrap_interval(boots, estimate, level) if len(boots) else (estimate, estimate)
     conservative = max(interval[1], estimate)
     if not conservative > k[-1]:
-        return Sufficiency(**censored, reason=(
-            f"the power law fitted on k ≥ {fit.k_min} crosses ε at k ≈ {conservative:,.0f}, inside "
-            "the data, where the measured bound has not settled"))
+        return Sufficiency(
+            **censored,
+            reason=(
+                f"the power law fitted on k ≥ {fit.k_min} crosses ε at k ≈ {conservative:,.0f}, inside "
+                "the data, where the measured bound has not settled"
+            ),
+        )
     # The fit describes the mean decay; k* asks when the bound *stays* below. Trust the
     # extrapolation only where the data already behave so at the end of the measured share: the
     # bound must have settled by `cut` below the level the fit puts there (ε·(k*/cut)^α, within
     # FIT_TOLERANCE). Late spikes (hard samples arriving) that the mean decay ignores censor it.
     level_at_cut = FIT_TOLERANCE * epsilon * (estimate / cut) ** fit.alpha
     if not _settles(k, curve.value + z * stderr, level_at_cut) <= cut:
-        return Sufficiency(**censored, reason=(
-            f"the measured bound does not follow the power law fitted on k ≥ {fit.k_min}: it has "
-            f"not settled below {level_at_cut:.2g} by k = {cut:,.0f}, where the fit (crossing ε at "
-            f"k ≈ {estimate:,.0f}) says it should have"))
+        return Sufficiency(
+            **censored,
+            reason=(
+                f"the measured bound does not follow the power law fitted on k ≥ {fit.k_min}: it has "
+                f"not settled below {level_at_cut:.2g} by k = {cut:,.0f}, where the fit (crossing ε at "
+                f"k ≈ {estimate:,.0f}) says it should have"
+            ),
+        )
     return Sufficiency(
         epsilon=epsilon,
         k_star=conservative,
@@ -293,6 +359,14 @@ def _check_curve(curve: object) -> None:
             f"curve must be a landscape.delta.Curve (from delta.monte_carlo); got "
             f"{type(curve).__name__}."
         )
+
+
+def _quantile(curve: Curve, level: float) -> float:
+    """The two-sided ``level`` quantile of the bound: Student t on S − 1 degrees of freedom for a
+    curve pooled over S ≥ 2 seeds (its standard error rests on S independent units), else normal."""
+    if curve.seeds > 1:
+        return float(stats.t.ppf(0.5 + level / 2, curve.seeds - 1))
+    return float(stats.norm.ppf(0.5 + level / 2))
 
 
 def _settles(k: np.ndarray, values: np.ndarray, epsilon: float) -> float:

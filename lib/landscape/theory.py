@@ -267,6 +267,8 @@ def fit_rate(
     level: float = 0.95,
     seed: int = 0,
     units: str = "draws",
+    groups=None,
+    group_units: str = "seeds",
 ) -> RateFit:
     """Least-squares fit of log values = log C − α log k on k_min ≤ k ≤ k_max, with a bootstrap.
 
@@ -275,6 +277,12 @@ def fit_rate(
     ``method``) when given; otherwise a parametric bootstrap from
     ``stderr``; otherwise the (k, value) pairs. Points with non-positive or non-finite values are
     left out of the fit (their count is ``len(range) − points``). Never smooth before fitting.
+
+    ``groups`` labels the rows of ``samples`` by what they share (the training seed whose network
+    several data orders were measured on; ``group_units`` names it). Rows of one group are not
+    independent, so with two or more groups the bootstrap is two-level (a cluster bootstrap,
+    Davison & Hinkley 1997 §3.8): draw the groups with replacement, then rows within each drawn
+    group with replacement. With one group, or none, it is the plain bootstrap over rows.
     """
     k, values = check_numbers("k", k), check_numbers("values", values)
     if k.shape != values.shape:
@@ -300,6 +308,7 @@ def fit_rate(
                 f"samples has shape {samples.shape}; expected (units, {len(k)}): one row per "
                 "draw (or order), one column per k."
             )
+        clusters = _clusters(groups, len(samples))
     window = (k >= k_min) & (k <= k_max)
     usable = window & np.isfinite(values) & (values > 0)
     _check_enough_points(k, values, window, usable, k_min, k_max)
@@ -310,9 +319,17 @@ def fit_rate(
     boots = []
     if samples is not None and n_boot:
         samples = samples[:, usable]
-        method = f"bootstrap over {units}"
+        method = (
+            f"bootstrap over {units}"
+            if clusters is None
+            else f"bootstrap over {group_units}, then {units} within each"
+        )
         for _ in range(n_boot):
-            rows = rng.integers(0, len(samples), len(samples))
+            rows = (
+                rng.integers(0, len(samples), len(samples))
+                if clusters is None
+                else _two_level(rng, clusters)
+            )
             boot = samples[rows].mean(0)
             ok = np.isfinite(boot) & (boot > 0)
             if ok.sum() >= 3:
@@ -362,6 +379,31 @@ def fit_rate(
         method=method,
         bootstrap=np.asarray(boots, dtype=float).reshape(-1, 2),
     )
+
+
+def _clusters(groups, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The rows sorted by group of ``groups`` (one label per row), where each group starts among
+    them and its size; None for a single group (or none), whose bootstrap is the plain one."""
+    if groups is None:
+        return None
+    labels = np.asarray(groups)
+    if labels.shape != (rows,):
+        raise ValueError(
+            f"groups has shape {labels.shape}; expected one label per row of samples, ({rows},)."
+        )
+    _, which, sizes = np.unique(labels, return_inverse=True, return_counts=True)
+    if len(sizes) < 2:
+        return None
+    return np.argsort(which, kind="stable"), np.cumsum(sizes) - sizes, sizes
+
+
+def _two_level(rng: np.random.Generator, clusters: tuple[np.ndarray, ...]) -> np.ndarray:
+    """Rows of one two-level bootstrap replicate: as many groups as there are, drawn with
+    replacement, then as many rows as each drawn group has, drawn with replacement within it."""
+    order, starts, sizes = clusters
+    picked = rng.integers(0, len(sizes), len(sizes))
+    start, size = np.repeat(starts[picked], sizes[picked]), np.repeat(sizes[picked], sizes[picked])
+    return order[start + rng.integers(0, size)]
 
 
 def _aligned(**arrays) -> list[np.ndarray]:
