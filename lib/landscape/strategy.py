@@ -65,15 +65,19 @@ def fastest(prob: Problem, W: Tensor, rounds: int = 2) -> Choice:
     """Time the loop and the vmap strategy per draw on rows of ``W`` (B, N) and return the faster.
 
     Both run on 8 draws, interleaved, best of ``rounds`` after a warm-up. Where vmap wins and more
-    draws fit in memory, vmap on the largest chunk that fits is timed too, and the faster vmap
-    chunk is kept (on a CPU small chunks whose activations stay in cache can be several times
-    faster per draw than the largest; on a GPU the largest usually wins).
+    draws fit in memory, vmap chunks of 16, 32, ... draws up to the largest that fits are timed
+    too (at most twice the draws of timing the largest alone) and the fastest vmap chunk is kept:
+    on a CPU a middle chunk can beat both ends (digits MLP 2×32, K = 1,347: 64 draws 0.19 ms per
+    draw, 8 draws 0.28 ms, the largest, 89, 0.21 ms; Monte Carlo with 256 draws 0.059 s at 64
+    against 0.088 s at 89); on a GPU the largest usually wins. Timing only 8 and the largest
+    missed the middle.
     """
     largest = draws_per_chunk(prob, len(W), "vmap")
     small = min(8, largest)
     times = time_per_draw(prob, [("loop", 8), ("vmap", small)], W, rounds)
-    if times["vmap", small] < times["loop", 8] and largest > small:
-        times |= time_per_draw(prob, [("vmap", largest)], W, rounds)
+    if times["vmap", small] < times["loop", 8]:
+        ladder = [small * 2**i for i in range(1, 30) if small * 2**i < largest] + [largest]
+        times |= time_per_draw(prob, [("vmap", c) for c in ladder if c > small], W, rounds)
     strategy, chunk = min(times, key=times.get)
     timings = {f"{s} ({c} draws)": t for (s, c), t in times.items()}
     return Choice(strategy, chunk if strategy == "vmap" else None, timings)
