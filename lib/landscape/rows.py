@@ -56,7 +56,7 @@ class FactoredRows:
     names: list[str]
     shapes: list[torch.Size]
     factors: dict[str, tuple[Tensor, ...]] = field(default_factory=dict)
-    _gram: Tensor | None = None
+    _gram: Tensor | None = field(default=None, init=False, repr=False)
 
     def outer(self, name: str, delta: Tensor, h: Tensor) -> None:
         self._add(name, (delta, h))
@@ -100,32 +100,30 @@ class FactoredRows:
 
     def total(self) -> Tensor:
         """Σ_i g_i (N,) in float64, in the Problem's layout (zeros where no factor)."""
-        parts = []
+        parts, like = [], next(iter(self.factors.values()))[0]
         for name, shape in zip(self.names, self.shapes):
             factor = self.factors.get(name)
             if factor is None:
-                parts.append(torch.zeros(shape.numel(), dtype=torch.float64))
+                parts.append(like.new_zeros(shape.numel(), dtype=torch.float64))
             elif len(factor) == 2:
                 parts.append((factor[0].T @ factor[1]).reshape(-1).to(torch.float64))
             else:
                 parts.append(factor[0].sum(0).to(torch.float64))
-        device = next(iter(self.factors.values()))[0].device
-        return torch.cat([p.to(device) for p in parts])
+        return torch.cat(parts)
 
     def dense(self) -> Tensor:
         """The rows themselves (n, N): for tests and small problems only."""
-        n = len(self)
+        n, like = len(self), next(iter(self.factors.values()))[0]
         parts = []
         for name, shape in zip(self.names, self.shapes):
             factor = self.factors.get(name)
             if factor is None:
-                parts.append(torch.zeros(n, shape.numel()))
+                parts.append(like.new_zeros(n, shape.numel()))
             elif len(factor) == 2:
                 parts.append((factor[0][:, :, None] * factor[1][:, None, :]).reshape(n, -1))
             else:
                 parts.append(factor[0])
-        dtype = next(iter(self.factors.values()))[0].dtype
-        return torch.cat([p.to(dtype) for p in parts], dim=1)
+        return torch.cat(parts, dim=1)
 
     def _pieces(self, v: Tensor):
         """(name, v's piece shaped as the parameter) for the parameters with a factor."""
