@@ -32,7 +32,6 @@ The plan's 11 runs take days on a CPU, so they are not timed; they are counted a
 
 from __future__ import annotations
 
-import ast
 import functools
 import inspect
 import math
@@ -53,7 +52,7 @@ from landscape import curvature, data, directions, experiment, hessian, models, 
 from landscape.hessian import hvp
 from landscape.problem import Problem
 from landscape.reports import load_plan
-from landscape.reports.plans import read_notebook
+from landscape.reports.plans import notebook_defaults
 
 from ._timing import Row, timed
 from .bench_paper_scale import Network, Unit, _problem
@@ -427,17 +426,6 @@ COUNTERS: dict[str, Callable[[dict], Counted]] = {
     "06_architectures": _architectures,
     "07_sufficiency": _sufficiency,
 }
-
-
-def notebook_defaults(notebook: Path) -> dict[str, Any]:
-    """The literal values assigned in a notebook's cell tagged ``parameters``."""
-    values: dict[str, Any] = {}
-    for cell in read_notebook(notebook)["cells"]:
-        if "parameters" in cell.get("metadata", {}).get("tags", []):
-            for node in ast.parse("".join(cell["source"])).body:
-                if isinstance(node, ast.Assign):
-                    values.update((t.id, ast.literal_eval(node.value)) for t in node.targets)
-    return values
 
 
 def count_plan(path: Path | str = PLAN) -> dict[str, list[Stage]]:

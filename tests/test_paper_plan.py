@@ -22,7 +22,7 @@ import pytest
 
 from landscape import experiment, models
 from landscape.reports import load_plan, run_plan
-from landscape.reports.plans import notebook_parameters
+from landscape.reports.plans import notebook_defaults, notebook_parameters
 
 import formats
 
@@ -93,7 +93,7 @@ def test_format_files_load_as_the_paper_data_sets(paper_data):
 def test_every_network_of_the_plan_builds_for_its_data_set():
     """The architectures at full size (CNN on 1×28×28 and 3×32×32, bias-free MLPs...)."""
     for run in load_plan(PAPER).runs:
-        p = {**_notebook_defaults(run.notebook), **run.parameters}
+        p = {**notebook_defaults(run.notebook), **run.parameters}
         shape = SHAPES[p["dataset"]]
         if "variants" in p:  # 02_landscapes, 06_architectures
             configs = [dict(v) for v in p["variants"]]
@@ -144,15 +144,6 @@ def test_paper_plan_runs_end_to_end_on_format_files(paper_data, tmp_path, monkey
         assert (result.output_dir / "report.html").is_file()
     index = (tmp_path / "reports" / "paper" / "index.html").read_text()
     assert all(run.name in index for run in plan.runs)
-
-
-def _notebook_defaults(notebook: Path) -> dict:
-    """The values assigned in a notebook's ``parameters`` cells (plain assignments)."""
-    values: dict = {}
-    for cell in json.loads(notebook.read_text())["cells"]:
-        if "parameters" in cell.get("metadata", {}).get("tags", []):
-            exec("".join(cell["source"]), {}, values)
-    return values
 
 
 def _jobs() -> int:

@@ -322,6 +322,107 @@ def test_a_file_that_is_not_a_notebook_is_named(notebooks, content, message):
     assert "expected a Jupyter notebook" in text and "\n" not in text
 
 
+PARAMETERS_CELL = """# the parameters
+dataset = "digits"          # a comment holding a second "=": k >= 2
+variants = [                # a value over several lines
+    {"model": "mlp", "depth": 2},
+    {"model": "cnn", "channels": 16, "batch_norm": True},
+]
+lr = 3e-4
+shift = -1
+seed = order_seed = 0
+epochs: int = 5
+k_max = None
+output_dir = None
+"""
+
+
+def _raw_notebook(path: Path, *cells: tuple[str, list[str], str]) -> Path:
+    """A notebook written as JSON by hand: cells are (type, tags, source)."""
+
+    def cell(kind: str, tags: list[str], source: str) -> dict:
+        extra = {"outputs": [], "execution_count": None} if kind == "code" else {}
+        lines = source.splitlines(keepends=True)  # as Jupyter stores a cell: a list of lines
+        return {"cell_type": kind, "metadata": {"tags": tags}, "source": lines, **extra}
+
+    content = {"cells": [cell(*c) for c in cells], "metadata": {}, "nbformat": 4}
+    path.write_text(json.dumps({**content, "nbformat_minor": 4}), encoding="utf-8")
+    return path
+
+
+def test_notebook_defaults_are_the_values_of_the_parameters_cell(tmp_path):
+    path = _raw_notebook(
+        tmp_path / "nb.ipynb",
+        ("markdown", [], "# Title\nx = 99"),
+        ("code", ["parameters"], PARAMETERS_CELL),
+        ("code", [], "lr = 1.0\nepochs = 2 * epochs"),  # not the parameters cell
+    )
+    expected = {
+        "dataset": "digits",
+        "variants": [
+            {"model": "mlp", "depth": 2},
+            {"model": "cnn", "channels": 16, "batch_norm": True},
+        ],
+        "lr": 3e-4,
+        "shift": -1,
+        "seed": 0,
+        "order_seed": 0,
+        "epochs": 5,
+        "k_max": None,
+        "output_dir": None,
+    }
+    defaults = reports.notebook_defaults(path)
+    assert defaults == expected and list(defaults) == list(expected)  # in the cell's order
+    executed: dict = {}
+    exec(PARAMETERS_CELL, {}, executed)  # what the kernel would hold
+    executed.pop("__annotations__")  # of ``epochs: int``
+    assert defaults == executed
+    assert set(defaults) == reports.notebook_parameters(path)
+    assert reports.notebook_defaults(path, non_literal="source") == expected
+
+
+def test_notebook_defaults_without_a_parameters_cell_are_empty(tmp_path):
+    path = _raw_notebook(
+        tmp_path / "nb.ipynb",
+        ("code", [], "x = 1"),
+        ("markdown", ["parameters"], "y = 2"),  # a tagged markdown cell is not papermill's
+    )
+    assert reports.notebook_defaults(path) == {}
+    assert reports.notebook_parameters(path) == frozenset()
+
+
+def test_notebook_defaults_never_execute_and_name_what_is_not_a_literal(tmp_path):
+    source = "width = 2 ** 5\nnames = sorted(['b', 'a'])\ndepth = 3\n"
+    path = _raw_notebook(tmp_path / "nb.ipynb", ("code", ["parameters"], source))
+    with pytest.raises(ValueError, match=r"line 1: the value of width \('2 \*\* 5'\) is not"):
+        reports.notebook_defaults(path)
+    shown = reports.notebook_defaults(path, non_literal="source")  # as a report shows them
+    assert shown == {"width": "2 ** 5", "names": "sorted(['b', 'a'])", "depth": 3}
+    unpacked = _raw_notebook(tmp_path / "unpacked.ipynb", ("code", ["parameters"], "a, b = 1, 2"))
+    with pytest.raises(ValueError, match="'a, b = 1, 2' is not an assignment 'name = value'"):
+        reports.notebook_defaults(unpacked)
+    assert reports.notebook_defaults(unpacked, non_literal="source") == {}
+    broken = _raw_notebook(tmp_path / "broken.ipynb", ("code", ["parameters"], "x = ("))
+    with pytest.raises(ValueError, match="parameters cell is not valid Python"):
+        reports.notebook_defaults(broken)
+    with pytest.raises(ValueError, match="non_literal='eval'; expected 'raise' or 'source'"):
+        reports.notebook_defaults(path, non_literal="eval")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb")),
+    ids=lambda p: p.stem,
+)
+def test_notebook_defaults_of_each_notebook_are_what_its_cell_assigns(path):
+    """The shipped notebooks: the literal reading equals executing the cell."""
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    (cell,) = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    executed: dict = {}
+    exec("".join(cell["source"]), {}, executed)
+    assert reports.notebook_defaults(path) == executed
+
+
 def test_a_plan_that_is_not_utf8_is_named(notebooks, capsys):
     plan = notebooks / "plan.yaml"
     plan.write_bytes(b"\xff\xfename: p\nruns: [{name: r, notebook: good.ipynb}]\n")

@@ -1,11 +1,12 @@
 """Plans: the YAML schema, its validation, and the data types of a plan, its runs and their results.
 
 Here live :class:`Plan`, :class:`Run` and :class:`RunResult`, :func:`load_plan` (which checks
-every key and names the file, the run and the key of any mistake), :func:`read_notebook` and
-:func:`notebook_parameters` (what a run may set), :func:`parse_overrides` and
-:func:`apply_overrides` (``landscape run --set KEY=VALUE``), and :func:`plan_output_dir` (where a
-plan's reports go). Nothing here executes a notebook, reads a report folder or writes a file: running
-is :mod:`landscape.reports.runner`, the state of a run on disk :mod:`landscape.reports.records`.
+every key and names the file, the run and the key of any mistake), :func:`read_notebook`,
+:func:`notebook_parameters` and :func:`notebook_defaults` (what a run may set, and the notebook's
+default values), :func:`parse_overrides` and :func:`apply_overrides` (``landscape run --set
+KEY=VALUE``), and :func:`plan_output_dir` (where a plan's reports go). Nothing here executes a
+notebook, reads a report folder or writes a file: running is :mod:`landscape.reports.runner`, the
+state of a run on disk :mod:`landscape.reports.records`.
 
 Plan format::
 
@@ -33,7 +34,7 @@ import json
 import os
 import re
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -49,6 +50,7 @@ __all__ = [
     "Status",
     "apply_overrides",
     "load_plan",
+    "notebook_defaults",
     "notebook_parameters",
     "parse_overrides",
     "plan_output_dir",
@@ -309,6 +311,7 @@ def notebook_parameters(notebook: str | os.PathLike[str]) -> frozenset[str]:
     The cells are parsed as Python, not matched line by line as ``papermill.inspect_notebook``
     does: papermill skips any line holding a second "=" (``widths = dict(a=1)``, or a comment such
     as ``# k >= 2``), reads only the first tagged cell and accepts a cell that does not parse.
+    Their values are :func:`notebook_defaults`.
 
     Args:
         notebook: path of an ``.ipynb`` file.
@@ -317,8 +320,94 @@ def notebook_parameters(notebook: str | os.PathLike[str]) -> frozenset[str]:
         ValueError: if the file is not a notebook (see :func:`read_notebook`) or its parameters
             cell is not valid Python.
     """
-    path = Path(notebook)
     names: set[str] = set()
+    for _, tree in _parameter_cells(notebook):
+        for node in tree.body:
+            if isinstance(node, ast.Assign):
+                targets = node.targets
+            elif isinstance(node, ast.AnnAssign | ast.AugAssign):
+                targets = [node.target]
+            else:
+                continue
+            names.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
+    return frozenset(names)
+
+
+def notebook_defaults(
+    notebook: str | os.PathLike[str], *, non_literal: Literal["raise", "source"] = "raise"
+) -> dict[str, Any]:
+    """Name → default value of each parameter a notebook declares, in the order of its cells.
+
+    The values are those of the assignments ``name = value`` (also ``a = b = value`` and
+    ``name: type = value``) in the notebook's code cells tagged ``parameters``, as
+    :func:`notebook_parameters` finds them; each value is evaluated by ``ast.literal_eval``, so a
+    value may span several lines but is never executed, and a name assigned twice keeps its last
+    value. A notebook without a parameters cell gives ``{}``. The reserved ``output_dir`` is
+    included.
+
+    Args:
+        notebook: path of an ``.ipynb`` file.
+        non_literal: what a value that is not a Python literal (``2 ** 10``, ``range(3)``) or an
+            assignment of another form (``a, b = 1, 2``, ``x += 1``) does: ``"raise"`` a
+            ``ValueError``; ``"source"``: the value is returned as its source text and the other
+            forms are left out (for display, as a run's report does).
+
+    Raises:
+        ValueError: if the file is not a notebook (see :func:`read_notebook`), its parameters cell
+            is not valid Python, ``non_literal`` is not one of its values, or (``"raise"``) a
+            value is not a literal.
+
+    Example:
+        >>> defaults = notebook_defaults("notebooks/01_theorem.ipynb")  # from the repository root
+        >>> defaults["sigmas"], defaults["model_cfg"], defaults["output_dir"]
+        ([0.01, 0.1, 1.0], {'depth': 2, 'width': 32}, None)
+    """
+    if non_literal not in ("raise", "source"):
+        raise ValueError(f"non_literal={non_literal!r}; expected 'raise' or 'source'.")
+    values: dict[str, Any] = {}
+    for source, tree in _parameter_cells(notebook):
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and all(isinstance(t, ast.Name) for t in node.targets):
+                names = [t.id for t in node.targets]  # type: ignore[attr-defined]
+                value = node.value
+            elif (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and node.value is not None
+            ):
+                names, value = [node.target.id], node.value
+            elif isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
+                if non_literal == "raise":
+                    raise ValueError(
+                        f"notebook {notebook}: parameters cell, line {node.lineno}: "
+                        f"{ast.get_source_segment(source, node)!r} is not an assignment "
+                        "'name = value'."
+                    )
+                continue
+            else:
+                continue
+            try:
+                evaluated = ast.literal_eval(value)
+            except (ValueError, TypeError):  # not a literal; TypeError: {[1]: 2}
+                text = ast.get_source_segment(source, value) or "…"
+                if non_literal == "raise":
+                    raise ValueError(
+                        f"notebook {notebook}: parameters cell, line {node.lineno}: the value "
+                        f"of {', '.join(names)} ({text!r}) is not a Python literal."
+                    ) from None
+                evaluated = text
+            values.update((name, evaluated) for name in names)
+    return values
+
+
+def _parameter_cells(notebook: str | os.PathLike[str]) -> Iterator[tuple[str, ast.Module]]:
+    """The source and syntax tree of each code cell tagged ``parameters``, in order.
+
+    Raises:
+        ValueError: if the file is not a notebook (see :func:`read_notebook`) or a parameters
+            cell is not valid Python.
+    """
+    path = Path(notebook)
     for cell in read_notebook(path)["cells"]:
         tags = cell.get("metadata", {}).get("tags", [])
         if cell.get("cell_type") != "code" or "parameters" not in tags:
@@ -331,15 +420,7 @@ def notebook_parameters(notebook: str | os.PathLike[str]) -> frozenset[str]:
             raise ValueError(
                 f"notebook {path}: parameters cell is not valid Python ({exc})."
             ) from None
-        for node in tree.body:
-            if isinstance(node, ast.Assign):
-                targets = node.targets
-            elif isinstance(node, ast.AnnAssign | ast.AugAssign):
-                targets = [node.target]
-            else:
-                continue
-            names.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
-    return frozenset(names)
+        yield source, tree
 
 
 def read_notebook(notebook: str | os.PathLike[str]) -> dict[str, Any]:

@@ -15,7 +15,6 @@ executes a notebook or decides whether a run is up to date (that is
 
 from __future__ import annotations
 
-import ast
 import base64
 import importlib.resources
 import io
@@ -37,7 +36,7 @@ import landscape
 from landscape.files import cannot_write, write_atomic
 from landscape.reports import records  # records.library_fingerprint is looked up when called
 from landscape.reports.outputs import clean_outputs
-from landscape.reports.plans import RESERVED_PARAMETER, Plan, Run, RunResult
+from landscape.reports.plans import RESERVED_PARAMETER, Plan, Run, RunResult, notebook_defaults
 from landscape.reports.records import (
     FAILED_DIR,
     UNFINISHED,
@@ -48,7 +47,7 @@ from landscape.reports.records import (
     read_run_record,
     run_state,
 )
-from landscape.reports.results import read_json, read_results, to_json
+from landscape.reports.results import read_results, to_json
 
 __all__ = [
     "CLAIMS_PAGE",
@@ -521,11 +520,16 @@ def _effective(notebook: Path, given: Any) -> list[dict[str, Any]]:
     """The parameters a run used: the plan's (``given``, first) over its notebook's defaults.
 
     Each is ``{"name", "value", "given"}`` (value formatted; ``given``: set by the plan, not the
-    notebook's default). The defaults are the literal values of the executed notebook's cell
-    tagged ``parameters``; a value that is not a literal shows as its source text.
+    notebook's default). The defaults are :func:`~landscape.reports.plans.notebook_defaults` of
+    the executed notebook; a value that is not a literal shows as its source text, and a notebook
+    that is missing or cannot be read shows none.
     """
     given = dict(given) if isinstance(given, Mapping) else {}
-    defaults = {k: v for k, v in _notebook_defaults(notebook).items() if k not in given}
+    try:
+        declared = notebook_defaults(notebook, non_literal="source")
+    except ValueError:  # no notebook yet (a pending run), or one that cannot be read
+        declared = {}
+    defaults = {k: v for k, v in declared.items() if k not in given}
     defaults.pop(RESERVED_PARAMETER, None)
     return _listed(given, True) + _listed(defaults, False)
 
@@ -543,30 +547,6 @@ def _parameter(value: Any) -> str:
         return format_number(value)
     text = json.dumps(value, default=str, ensure_ascii=False)
     return text if len(text) <= _PARAMETER_CHARS else format_number(value)
-
-
-def _notebook_defaults(notebook: Path) -> dict[str, Any]:
-    """Name → value of the assignments in a notebook's cell tagged ``parameters`` ({} if none)."""
-    content = read_json(notebook) or {}
-    for cell in content.get("cells", []):
-        if "parameters" not in cell.get("metadata", {}).get("tags", []):
-            continue
-        source = cell.get("source", "")
-        source = "".join(source) if isinstance(source, list) else str(source)
-        try:
-            tree = ast.parse(source)
-        except SyntaxError:
-            return {}
-        values: dict[str, Any] = {}
-        for node in tree.body:
-            if isinstance(node, ast.Assign) and all(isinstance(t, ast.Name) for t in node.targets):
-                try:
-                    value = ast.literal_eval(node.value)
-                except ValueError:
-                    value = ast.get_source_segment(source, node.value) or "…"
-                values.update((t.id, value) for t in node.targets)  # type: ignore[attr-defined]
-        return values
-    return {}
 
 
 def _index_state(
