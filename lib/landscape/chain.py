@@ -196,7 +196,7 @@ def _derivatives(
             continue
         state, h, hdot = layer.forward(h, hdot)
         saved.append((layer, state))
-    losses, delta, ddelta = _loss_head(prob.loss_fn, h, hdot, y)
+    losses, delta, ddelta = _loss_head(prob.loss_fn, h, hdot, y, prob.loss_name)
     # backward: the adjoint and its tangent, down to the first parametric layer
     for layer, state in reversed(saved):
         if rows is not None and not layer.gradient_factors(state, delta, rows):
@@ -205,13 +205,22 @@ def _derivatives(
     return losses, G, B, rows
 
 
-def _loss_head(loss_fn: Callable, f: Tensor, fdot: Tensor | None, y: Tensor):
-    """ℓ(f), δ_L = ∇_f ℓ and δ̇_L = ∇²_f ℓ ḟ per sample (the summed loss separates by sample)."""
+def _loss_head(loss_fn: Callable, f: Tensor, fdot: Tensor | None, y: Tensor, loss_name: str = ""):
+    """ℓ(f), δ_L = ∇_f ℓ and δ̇_L = ∇²_f ℓ ḟ per sample (the summed loss separates by sample).
+
+    The Problem's two losses have their Hessians in closed form: diag(p) − ppᵀ with p = softmax(f)
+    for cross-entropy on (n, C) logits, 2I for the squared error summed over outputs; any other
+    loss (or shape) takes jvps of its gradient."""
     gradient = grad(lambda o: loss_fn(o, y).sum())
     losses = loss_fn(f, y)
     delta = gradient(f)
     if fdot is None:  # no parametric layer at all
         return losses, delta, None
+    if loss_name == "mse":
+        return losses, delta, 2 * fdot
+    if loss_name == "cross_entropy" and f.ndim == 2:  # (diag(p) − ppᵀ) ḟ_b for every b
+        p = torch.softmax(f, dim=1).unsqueeze(1)  # (n, 1, C)
+        return losses, delta, fdot * p - (fdot * p).sum(2, keepdim=True) * p
     n, d, outputs = len(f), fdot.shape[1], f[0].numel()
     if outputs >= d:
         ddelta = vmap(lambda t: jvp(gradient, (f,), (t,))[1], in_dims=1, out_dims=1)(fdot)
