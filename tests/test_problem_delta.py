@@ -134,7 +134,7 @@ def test_running_differences_of_long_rows_equal_brute_force(width):
     torch.testing.assert_close(running.sums["value"], x.sum(0), rtol=1e-12, atol=1e-13)
 
 
-@pytest.mark.parametrize("width", [3, 700])
+@pytest.mark.parametrize("width", [3, 1100])  # formed, and by the Gram route (4,403 ≥ ROW_LOOP_MIN)
 def test_running_difference_norms_equal_brute_force(width):
     """‖(x_k − mean_{i<k} x_i)/k‖² from the chunks' Gram matrices, for dense and factored rows
     (x_i = vec(a_i b_iᵀ) with a plain part), equal the norms of the formed differences."""

@@ -88,8 +88,13 @@ class RunningDifferences:
         diffs = {}
         for name, x in values.items():
             if name in norms:
-                diffs[name] = self._difference_norms(name, rows(x), k)
-                continue
+                x = rows(x)
+                # the Gram route costs n² per chunk: for rows shorter than the chunk is long
+                # (projected gradients), forming the differences is cheaper
+                if isinstance(x, FactoredRows) or x.x.shape[1] >= max(n, ROW_LOOP_MIN):
+                    diffs[name] = self._difference_norms(name, x, k)
+                    continue
+                x = x.x
             # In place on our own temporaries (never on x): with full-space Hessian blocks (N×N per
             # sample) every fresh temporary costs more than its arithmetic (bench_exact_full).
             if x[0].numel() >= ROW_LOOP_MIN:
@@ -113,6 +118,8 @@ class RunningDifferences:
             previous = (k - 1).clamp_min(1).to(x.device, x.dtype).reshape(shape)
             # (x − before / previous) / k, element for element the same numbers
             before.div_(previous).neg_().add_(x).div_(k.to(x.device, x.dtype).reshape(shape))
+            if name in norms:  # short rows: formed, then their norms (no n×n Gram matrix)
+                before = before.reshape(n, -1).to(torch.float64).square().sum(1)
             diffs[name] = before
         self.count += n
         return diffs, k
@@ -133,8 +140,9 @@ class RunningDifferences:
         else:
             a, total_sq = x.dot(total), total.square().sum()
         zero = gram.new_zeros(1)
-        dot = a + gram.tril(-1).sum(1)  # x_k·S_{k−1}
-        blocks = gram.cumsum(0).cumsum(1).diagonal()  # Σ_{j,j'≤k} G_jj'
+        lower = gram.tril(-1).sum(1)  # Σ_{j<k} G_kj
+        dot = a + lower  # x_k·S_{k−1}
+        blocks = (2 * lower + gram.diagonal()).cumsum(0)  # Σ_{j,j'≤k} G_jj'
         before_sq = (
             total_sq + 2 * torch.cat([zero, a.cumsum(0)[:-1]]) + torch.cat([zero, blocks[:-1]])
         )

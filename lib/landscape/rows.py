@@ -34,6 +34,12 @@ class DenseRows:
             self._gram = (self.x @ self.x.T).to(torch.float64)
         return self._gram
 
+    def squared_norms(self) -> Tensor:
+        """‖x_i‖² (n,) in float64 (from the Gram matrix if it was computed)."""
+        if self._gram is not None:
+            return self._gram.diagonal()
+        return self.x.square().sum(1).to(torch.float64)
+
     def dot(self, v: Tensor) -> Tensor:
         """x_i·v (n,) in float64 for a flat vector v (L,)."""
         return (self.x @ v.to(self.x.dtype)).to(torch.float64)
@@ -84,6 +90,10 @@ class FactoredRows:
                 gram = part.to(torch.float64) if gram is None else gram.add_(part)
             self._gram = gram
         return self._gram
+
+    def squared_norms(self) -> Tensor:
+        """‖g_i‖² (n,) in float64: the Gram matrix's diagonal."""
+        return self.gram().diagonal()
 
     def dot(self, v: Tensor) -> Tensor:
         """g_i·v (n,) in float64 for a flat vector v (N,) in the Problem's layout."""

@@ -315,12 +315,12 @@ def _stream(
     progress_bar = bar(total=prob.num_samples, desc=desc, unit="sample", enabled=progress)
     for rows, X, y in prob.batches(sample_bytes):
         values = derivatives(rows, X, y)
-        values["grad"] = rows_of(values["grad"])  # its Gram matrix serves both uses below
+        values["grad"] = rows_of(values["grad"])  # a Gram matrix, if formed, serves both uses
         diffs, k = running.differences(norms=("grad",), **values)
         gap, grad_sq = diffs["loss"], diffs["grad"]
         running.keep(k, gap=gap, grad_sq=grad_sq, **terms(diffs))
         max_loss = max(max_loss, float(values["loss"].max()))
-        max_grad = max(max_grad, float(values["grad"].gram().diagonal().max().sqrt()))
+        max_grad = max(max_grad, float(values["grad"].squared_norms().max().sqrt()))
         if hessian_norms:
             max_hess = max(max_hess, float(torch.linalg.eigvalsh(values["hess"]).abs().max()))
         progress_bar.update(len(X))
