@@ -149,7 +149,13 @@ _FEATURES: weakref.WeakKeyDictionary[Problem, int] = weakref.WeakKeyDictionary()
 
 
 def chain_derivatives(
-    prob: Problem, X: Tensor, y: Tensor, P: Tensor, *, symmetrise: bool = True, gradients=False
+    prob: Problem,
+    X: Tensor,
+    y: Tensor,
+    P: Tensor,
+    *,
+    symmetrise: bool = True,
+    gradients: bool = False,
 ) -> tuple:
     """Losses (n,), projected gradients Pᵀg_i (n, d) and Hessians PᵀH_iP (n, d, d) of samples.
 
