@@ -1,5 +1,10 @@
 """Problem, directions and Monte Carlo Δ_k against brute force (float64, tiny networks)."""
 
+import os
+import platform
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -438,3 +443,83 @@ def test_default_chunk_budget_is_256_mib_on_a_cpu_and_an_eighth_of_free_gpu_memo
     for free, expected in [(80 * 2**30, 10 * 2**30), (2**30, CPU_MAX_MEMORY), (2**40, 16 * 2**30)]:
         monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device, free=free: (free, 2 * free))
         assert default_max_memory(cuda) == expected
+
+
+_FAULTS_SCRIPT = """
+import ctypes, resource, torch
+from landscape.problem import Problem, keep_freed_memory
+
+def faults():  # minor page faults of a chunk-like pattern: three 4 MiB arrays made, used, freed
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(20):
+        arrays = [torch.ones(2**20) for _ in range(3)]
+        del arrays
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallopt(-3, 2**17), libc.mallopt(-1, 2**17)  # glibc's initial thresholds, held fixed
+untuned = faults()
+Problem(torch.nn.Linear(3, 2), torch.randn(5, 3), torch.tensor([0, 1, 0, 1, 1]), device="cpu")
+faults()  # the heap grows once
+print(untuned, faults(), keep_freed_memory())
+"""
+
+
+@pytest.mark.skipif(
+    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc's malloc only"
+)
+def test_a_cpu_problem_keeps_freed_memory_instead_of_faulting_it_back_in():
+    # In a fresh interpreter, under glibc's initial thresholds (128 KiB, which its dynamic rule
+    # raises only after freeing blocks that large) each 4 MiB array is mapped afresh and faults its
+    # 1,024 pages in, every round; after the first CPU Problem, none.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    out = subprocess.run(
+        [sys.executable, "-c", _FAULTS_SCRIPT], env=env, capture_output=True, text=True, check=True
+    )
+    untuned, tuned, flag = out.stdout.split()
+    assert flag == "True"
+    assert int(untuned) > 20 * 1_000, out.stdout  # about a page per 4 KiB, every round
+    assert int(tuned) < 100, out.stdout
+    # a user's own thresholds in the environment are left alone
+    env["MALLOC_TRIM_THRESHOLD_"] = str(2**17)
+    out = subprocess.run(
+        [sys.executable, "-c", _FAULTS_SCRIPT], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split()[2] == "False"
+
+
+@pytest.mark.parametrize("shape", [(7, 10), (5, 3, 4)])
+def test_cross_entropy_written_out_equals_torchs_with_its_derivatives(shape):
+    from torch.func import hessian, jacrev
+
+    from landscape.problem import LOSSES
+
+    torch.manual_seed(0)
+    logits = torch.randn(*shape, dtype=torch.float64) * 4
+    logits[0, 0] += 40  # a confident sample: loss ~1e-17, kept to its relative precision
+    target = torch.randint(0, shape[1], (shape[0], *shape[2:]))
+    target[0] = 0
+    ours = LOSSES["cross_entropy"]
+
+    def torchs(o):
+        return F.cross_entropy(o, target, reduction="none")
+
+    # reference: (max − z_y) + log1p(Σ_{j ≠ argmax} exp(z_j − max)), without rounding 1 + ε
+    top = logits.amax(1, keepdim=True)
+    rest = (logits - top).exp().scatter(1, logits.argmax(1, keepdim=True), 0).sum(1)
+    reference = (top.squeeze(1) - logits.gather(1, target.unsqueeze(1)).squeeze(1)) + torch.log1p(
+        rest
+    )
+    for loss in (ours(logits, target), torchs(logits)):  # both within a few ε of 1
+        assert ((loss - reference).abs() <= 4e-16 * reference.clamp(min=1)).all()
+    for derivative in (jacrev, hessian):
+        torch.testing.assert_close(
+            derivative(lambda o: ours(o, target).sum())(logits),
+            derivative(lambda o: torchs(o).sum())(logits),
+            rtol=1e-12,
+            atol=1e-15,
+        )
+    # float32: as close to the float64 loss as torch's own float32 loss is
+    error = (ours(logits.float(), target).double() - reference).abs()
+    torchs_error = (F.cross_entropy(logits.float(), target, reduction="none") - reference).abs()
+    assert error.max() <= 2 * torchs_error.max() and error.mean() <= 2 * torchs_error.mean()

@@ -247,10 +247,10 @@ def monte_carlo(
     progress_bar = bar(total=units, desc="Monte Carlo draws", unit="draw", enabled=progress)
     for chunk in spans(units, chunk_units):
         n = chunk.stop - chunk.start
-        z = torch.stack(
-            [torch.randn(dim, generator=draw, dtype=prob.dtype) for _ in range(n)]
-        )  # one randn(d) per draw, so the draws do not depend on the chunk sizes
-        z = (sigma * z).to(device=prob.device)
+        z = torch.empty(n, dim, dtype=prob.dtype)
+        for row in z:  # one randn(d) per draw, so the draws do not depend on the chunk sizes
+            torch.randn(dim, generator=draw, dtype=prob.dtype, out=row)
+        z = z.mul_(sigma).to(device=prob.device)
         if antithetic:
             z = torch.cat([z, -z])
         step = z if subspace is None else z @ subspace.basis.T
@@ -261,7 +261,7 @@ def monte_carlo(
             sq = 0.5 * (sq[:n] + sq[n:])
         stats.update(sq)
         if keep:
-            kept.append(_compact(sq.mean(1).cpu()))
+            kept.append(_compact((sq[:, 0] if orders == 1 else sq.mean(1)).cpu()))
         progress_bar.update(n)
     progress_bar.close()
 
@@ -398,6 +398,9 @@ def _compact(values: Tensor) -> Tensor:
     any finite non-zero value beyond float32's range (above ~3.4e38, which would become inf and
     turn the bootstrap interval into NaN, or below ~1.2e-38) keeps the chunk in float64."""
     single = values.float()
+    low, high = torch.aminmax(single)
+    if low >= torch.finfo(torch.float32).tiny and high < torch.inf:
+        return single  # every value a positive normal float32 (the usual d_k²): one pass
     magnitude = single.abs()
     # overflow: a finite value became inf; underflow: a non-zero value became 0 or subnormal
     overflow = (magnitude == torch.inf) & torch.isfinite(values)
@@ -420,13 +423,16 @@ class _RunningMoments:
         self.nonfinite = np.zeros(length, dtype=np.int64)
 
     def update(self, sq: Tensor) -> None:
-        sq = sq.cpu().numpy()  # (n, orders, K−1)
-        if np.isfinite(sq).all():  # the usual case, without the masks
-            unit = sq.mean(1) if sq.shape[1] > 1 else sq[:, 0]
-            mean = unit.mean(0)
-            self.order_sum += sq.sum(0)
-            self._merge(len(sq), mean, ((unit - mean) ** 2).sum(0))
+        """Merge a chunk of values ``sq`` (n, orders, K−1), on any device."""
+        orders = sq.shape[1]
+        unit = sq.mean(1) if orders > 1 else sq[:, 0]
+        mean = unit.mean(0)
+        m2 = (unit - mean).square_().sum(0)
+        if bool(torch.isfinite(m2).all()):  # then every value was finite: the usual case
+            self.order_sum += (sq.sum(0) if orders > 1 else len(sq) * mean[None]).cpu().numpy()
+            self._merge(len(sq), mean.cpu().numpy(), m2.cpu().numpy())
             return
+        sq = sq.cpu().numpy()
         finite = np.isfinite(sq).all(1)  # (n, K−1)
         unit = np.where(finite, sq.mean(1), 0.0)
         self.order_sum += np.where(finite[:, None, :], sq, 0.0).sum(0)

@@ -43,8 +43,8 @@ def differences(values: Tensor) -> Tensor:
     """
     K = values.shape[-1]
     k = torch.arange(2, K + 1, device=values.device, dtype=values.dtype)
-    previous_means = values.cumsum(-1)[..., :-1] / (k - 1)
-    return (values[..., 1:] - previous_means) / k
+    out = torch.div(values.cumsum(-1)[..., :-1], k - 1)  # L_{k−1}, then overwritten in place
+    return torch.sub(values[..., 1:], out, out=out).div_(k)
 
 
 #: Values per sample from which ``RunningDifferences`` forms prefix sums by a loop over the rows.
