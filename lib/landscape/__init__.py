@@ -21,6 +21,7 @@ __version__ = "0.1.0"
 # its first CPU allocation, so it is set here, before any of ours; a value already in the
 # environment (e.g. THP_MEM_ALLOC_ENABLE=0) is kept. The curvature stages' (s, N) blocks of tens
 # of MiB are mapped afresh on each call and faulted in page by page otherwise: 184,000 faults and
-# 7 % of the stochastic full-space terms' time at the papers' MLP (benchmarks/bench_paper_scale.py).
+# 7 % of the stochastic full-space terms' time at the papers' MLP, K = 2,000 (counted with getrusage,
+# 2026-12-02; the time is benchmarks/bench_paper_scale.py's stage).
 # Freed memory below 32 MiB is kept for reuse by ``problem.keep_freed_memory``.
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")

@@ -93,7 +93,8 @@ def keep_freed_memory() -> bool:
     from fresh pages (``mmap``, or heap it has just trimmed back to the kernel), so every chunk
     pays a page fault per 4 KiB it touches: about 1 µs each on this project's virtual machine,
     29,000–39,000 faults and 30–40 ms per call of 256 Monte Carlo draws on digits (a 60 ms bare
-    forward), none once freed memory is kept (benchmarks/bench_floor.py). glibc raises its
+    forward; minor faults counted with getrusage around the call, 2026-12-02), none once freed
+    memory is kept. glibc raises its
     thresholds itself only after freeing a block that large, so a process reaches these values
     late or never. This sets them once per process (``mallopt``; the first CPU ``Problem`` calls
     it) and leaves malloc alone where glibc is not the allocator in use, and where the user has
