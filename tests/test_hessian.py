@@ -122,6 +122,35 @@ def test_hvp_chunks_sum_to_the_mean_over_all_samples(tiny):
     assert torch.allclose(hessian.dense_hessian(small), H, rtol=0, atol=1e-12)
 
 
+def test_both_hvp_routes_equal_autograd_in_batches_and_auto_keeps_one(case):
+    """Double backward and forward over reverse (vmapped over 16 columns, then a remainder of 5)
+    give H V in batches of a few samples; "auto" times both on its first block of ≥ 32 columns,
+    keeps the faster for the Problem, and its mixed first block is H V as well."""
+    prob, H, _, _, _ = case
+    V = torch.randn(prob.num_params, 37, generator=torch.Generator().manual_seed(3), dtype=H.dtype)
+
+    def fresh() -> Problem:
+        small = Problem(prob.model, prob.X, prob.y, dtype=torch.float64, device="cpu")
+        small.max_memory = 5 * 17 * small.activation_bytes  # 5 samples per forward-route batch
+        return small
+
+    for route in ("reverse", "forward"):
+        small = fresh()
+        small.hvp_route = route
+        assert torch.allclose(hessian.hvp(small, V), H @ V, rtol=0, atol=1e-10)
+        assert small.hvp_route == route and small.hvp_timings == {}
+    auto = fresh()
+    assert torch.allclose(hessian.hvp(auto, V[:, :31]), H @ V[:, :31], rtol=0, atol=1e-10)
+    assert auto.hvp_route == "auto"  # too few columns to time both
+    assert torch.allclose(hessian.hvp(auto, V), H @ V, rtol=0, atol=1e-10)
+    assert auto.hvp_route in ("reverse", "forward")
+    assert set(auto.hvp_timings) == {"reverse", "forward"}
+    assert all(seconds > 0 for seconds in auto.hvp_timings.values())
+    auto.hvp_route = "sideways"
+    with pytest.raises(ValueError, match="prob.hvp_route='sideways' must be one of auto"):
+        hessian.hvp(auto, V)
+
+
 def test_squared_error_hessian_has_its_closed_form():
     """Linear model, l_i = ‖W x_i + b − y_i‖²: H = I_2 ⊗ (2/K) Σ z_i z_iᵀ with z = (x, 1)."""
     torch.manual_seed(3)

@@ -230,6 +230,11 @@ class Problem:
         self.activation_bytes = _activation_bytes(model, self.X[:1])
         self.vmap_draws: int | None = None  # fastest vmap chunk, measured by strategy="auto"
         self.timings: dict[str, float] = {}  # seconds per draw measured by strategy="auto"
+        #: how ``hessian.hvp`` multiplies blocks of many vectors: "reverse" (double backward),
+        #: "forward" (forward over reverse, vmapped over columns) or "auto" (the first block
+        #: large enough times both on its own columns and sets this to the faster)
+        self.hvp_route = "auto"
+        self.hvp_timings: dict[str, float] = {}  # seconds per column measured by "auto"
         self._check_deterministic()
 
     # -- sizes -------------------------------------------------------------------------------

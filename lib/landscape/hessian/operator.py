@@ -10,14 +10,22 @@ SciPy through ``.to_scipy()``) and the spectral density (curvlinops' Lanczos) mu
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 # curvlinops documents PyTorchLinearOperator as the interface of all its operators (its own
 # operators and examples subclass it), but 3.0 exports it from no module other than _torch_base.
 from curvlinops._torch_base import PyTorchLinearOperator
 from torch import Tensor
+from torch.func import grad, jvp, vmap
 
 from ..problem import Problem
+
+#: HVP routes of ``hvp`` for blocks of columns (``Problem.hvp_route``).
+HVP_ROUTES = ("auto", "reverse", "forward")
+#: Columns per vmapped forward-over-reverse pass; "auto" decides on a block of at least twice this.
+FORWARD_COLUMNS = 16
 
 
 def check_vectors(prob: Problem, V: Tensor) -> Tensor:
@@ -36,13 +44,16 @@ def hvp(prob: Problem, v: Tensor) -> Tensor:
     H v = Σ_batches ∇_w ⟨∇_w (1/K) Σ_{i∈batch} l_i(w), v⟩ at w = w*: reverse-over-reverse
     (double backward) on the flat parameter vector, one batch of samples at a time, so memory
     stays bounded whatever K is. The Problem's model is called functionally and never modified.
+    A block of at least 2·``FORWARD_COLUMNS`` columns may instead go forward over reverse,
+    vmapped over ``FORWARD_COLUMNS`` columns per pass (``forward_products``), where the Problem
+    measured that faster (``Problem.hvp_route``; see ``_timed_routes``).
 
     Why not curvlinops' ``HessianLinearOperator``: it gives the same numbers (forward-over-reverse
     through torch.func; relative difference 1e-16 in float64, 8e-8 in float32) but needs the
-    module's own trainable parameters and vmaps over columns, and each product was slower: on the
-    digits MLP 2×32 (N = 3,466, K = 1,347, one CPU thread) one H v took 3.4 ms here against
-    9.0 ms (float32; 4.9 against 9.4 ms in float64), and 8 columns 14 against 19 ms (float32;
-    32 against 60 ms in float64).
+    module's own trainable parameters and vmaps over all columns at once, and each product was
+    slower: on the digits MLP 2×32 (N = 3,466, K = 1,347, one CPU thread) one H v took 3.4 ms here
+    against 9.0 ms (float32; 4.9 against 9.4 ms in float64), and 8 columns 14 against 19 ms
+    (float32; 32 against 60 ms in float64).
 
     Args:
         prob: the Problem.
@@ -57,13 +68,84 @@ def hvp(prob: Problem, v: Tensor) -> Tensor:
     """
     V = check_vectors(prob, v)
     columns = V.reshape(prob.num_params, -1)
+    route = prob.hvp_route
+    if route not in HVP_ROUTES:
+        raise ValueError(f"prob.hvp_route={route!r} must be one of {', '.join(HVP_ROUTES)}.")
+    if route == "forward" and columns.shape[1] > 1:
+        return forward_products(prob, columns).reshape(V.shape)
+    if route == "auto" and columns.shape[1] >= 2 * FORWARD_COLUMNS:
+        return _timed_routes(prob, columns).reshape(V.shape)
+    return reverse_products(prob, columns).reshape(V.shape)
+
+
+def reverse_products(prob: Problem, columns: Tensor) -> Tensor:
+    """H C for the (N, m) ``columns`` by double backward: per batch of samples one forward and
+    backward pass with its graph kept, then one backward through it per column."""
     out = torch.zeros_like(columns)
     w = prob.center.detach().requires_grad_(True)  # a fresh leaf; prob.center is untouched
     for _, X, y in prob.batches(prob.activation_bytes):
         gradient = batch_gradient(prob, w, X, y)
         if gradient is not None:
             out += gradient_products(gradient, w, columns, keep_graph=False)
-    return out.reshape(V.shape)
+    return out
+
+
+def forward_products(prob: Problem, columns: Tensor, width: int = FORWARD_COLUMNS) -> Tensor:
+    """H C for the (N, m) ``columns`` by forward over reverse (``jvp`` of ``grad``), vmapped over
+    ``width`` columns at a time: each pass carries that many tangents through one forward and
+    backward, so its matrix products are ``width`` times wider. Batches of samples hold the
+    activations with their ``width`` tangents within ``max_memory``."""
+    out = torch.zeros_like(columns)
+    w = prob.center.detach()
+    for _, X, y in prob.batches(prob.activation_bytes * (1 + width)):
+
+        def loss(u: Tensor, X: Tensor = X, y: Tensor = y) -> Tensor:
+            return prob.sample_losses(u, X, y).sum() / prob.num_samples
+
+        product = vmap(lambda t: jvp(grad(loss), (w,), (t,))[1])
+        for j in range(0, columns.shape[1], width):
+            out[:, j : j + width] += product(columns[:, j : j + width].T).T
+    return out
+
+
+def _timed_routes(prob: Problem, columns: Tensor) -> Tensor:
+    """H C with ``prob.hvp_route`` "auto": the first ``FORWARD_COLUMNS`` columns by double backward,
+    the next as many by forward over reverse, each timed; the faster route takes the rest and
+    every later block of this Problem (``prob.hvp_route``, ``prob.hvp_timings``).
+
+    Which is faster depends on the network, K and the device: on this project's 2-core CPU
+    (float32, 2026-12-03; seconds per column in blocks of 64) forward over reverse took 27 against
+    33 ms on the MNIST MLP 4×128 at K = 2,000, 11 against 13 ms on the mnist1d MLP 2×128 and 1.4
+    against 3.4 ms on digits, but 298 against 274 ms on the CIFAR CNN 4×64 at K = 128. The two
+    agree to rounding (2.5e-7 relative in float32), so the columns of this first block differ
+    from what either route alone gives by that much at most. Before timing, forward over reverse
+    runs once on one sample: the first ``torch.func.grad`` of a process costs about 1.6 s of
+    set-up (measured on that MLP), which the per-sample routes pay anyway and which is not a
+    cost of this route.
+    """
+    width = FORWARD_COLUMNS
+    X, y, w = prob.X[:1], prob.y[:1], prob.center.detach()  # the set-up, on one sample: see below
+    vmap(lambda t: jvp(grad(lambda u: prob.sample_losses(u, X, y).sum()), (w,), (t,))[1])(
+        columns[:, :2].T
+    )
+    out = torch.empty_like(columns)
+    seconds = {}
+    for route, cols, products in (
+        ("reverse", slice(0, width), reverse_products),
+        ("forward", slice(width, 2 * width), forward_products),
+    ):
+        start = time.perf_counter()
+        out[:, cols] = products(prob, columns[:, cols])
+        if out.device.type == "cuda":
+            torch.cuda.synchronize(out.device)
+        seconds[route] = (time.perf_counter() - start) / width
+    prob.hvp_timings = seconds
+    prob.hvp_route = min(seconds, key=seconds.get)
+    rest = slice(2 * width, None)
+    products = forward_products if prob.hvp_route == "forward" else reverse_products
+    if columns.shape[1] > 2 * width:
+        out[:, rest] = products(prob, columns[:, rest])
+    return out
 
 
 def batch_gradient(prob: Problem, w: Tensor, X: Tensor, y: Tensor) -> Tensor | None:
