@@ -18,7 +18,7 @@ from torch import nn
 from landscape import data, delta, directions, experiment, sufficiency, surface, theory, train
 from landscape.delta import Curve
 from landscape.directions import Subspace
-from landscape.problem import Problem
+from landscape.problem import Problem, default_max_memory
 
 from conftest import tiny_data, tiny_net
 
@@ -242,6 +242,22 @@ def test_prepare_names_model_and_cache_dir(tmp_path):
         experiment.prepare(epochs=1, cache_dir=a_file, **_TINY)
     with pytest.raises(ValueError, match="cache_dir=.*lies under .*a_file', a file"):
         experiment.prepare(epochs=1, cache_dir=a_file / "models", **_TINY)
+
+
+def test_prepare_passes_max_memory_and_checks_it_before_training(tmp_path):
+    with pytest.raises(ValueError, match="max_memory=0 must be"):
+        experiment.prepare(epochs=1, cache_dir=tmp_path, max_memory=0, **_TINY)
+    assert not any(tmp_path.iterdir())  # refused before any training was cached
+    setup = experiment.prepare(epochs=1, cache_dir=None, max_memory=5_000, **_TINY)
+    assert setup.problem.max_memory == 5_000
+    default = experiment.prepare(epochs=1, cache_dir=None, **_TINY).problem.max_memory
+    assert default == default_max_memory(torch.device("cpu"))
+    # the budget changes the chunking, not the numbers
+    W = setup.problem.center + 0.1 * torch.randn(3, setup.problem.num_params)
+    torch.testing.assert_close(
+        setup.problem.per_sample_losses(W),
+        experiment.prepare(epochs=1, cache_dir=None, **_TINY).problem.per_sample_losses(W),
+    )
 
 
 def test_diverged_training_warns_with_the_numbers(tmp_path):

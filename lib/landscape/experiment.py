@@ -114,6 +114,7 @@ def prepare(
     batch_size: int = 64,
     device: str = "auto",
     dtype: str = "float32",
+    max_memory: int | None = None,
     cache_dir: str | os.PathLike | None = "default",
     root: str | os.PathLike | None = None,
     download: bool = False,
@@ -132,6 +133,9 @@ def prepare(
         order_seed: seed of the permutation that defines the prefixes (None keeps the stored order).
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``.
         dtype: ``"float32"`` or ``"float64"`` for the Problem's computations.
+        max_memory: bytes one chunk of the Problem's activations may use (see ``Problem``);
+            None: ``default_max_memory`` (256 MiB on a CPU, an eighth of a GPU's free memory).
+            Checked before any training.
         cache_dir: where trained networks are cached (a folder, created when missing);
             ``"default"`` uses ``default_cache_dir()``, None disables the cache.
         root, download: where real data sets live and whether to fetch them (see ``data.load``).
@@ -150,6 +154,8 @@ def prepare(
     """
     check_choice("dtype", dtype, _DTYPES)
     check_choice("model", model, models.KINDS)
+    if max_memory is not None:
+        max_memory = check_int("max_memory", max_memory, low=1)
     device = resolve_device(device)
     if cache_dir is not None and cache_dir != "default":
         cache_dir = check_folder("cache_dir", cache_dir)
@@ -183,7 +189,9 @@ def prepare(
         progress=progress,
     )
     X, y = ds.train
-    problem = Problem(trained.net, X[:K], y[:K], dtype=_DTYPES[dtype], device=device)
+    problem = Problem(
+        trained.net, X[:K], y[:K], dtype=_DTYPES[dtype], device=device, max_memory=max_memory
+    )
     config = dict(
         dataset=ds.name,
         model=model,
