@@ -16,15 +16,24 @@ Stages and their floors (measured in the same process, interleaved with the stag
 * SLQ density (defaults: 8 probes × 64 steps): its HVP count × one HVP.
 * a 41×41 surface (``surface.scan``): 1,681 bare forwards over K.
 
-Stages too slow for this CPU are measured at 2–3 smaller sizes (K, or grid points for the
-surface) and scaled to the target with the exponent fitted on a log-log scale; the row says so.
-``--paper-full`` measures every stage at its full size.
+Stages too slow for this CPU are measured at 1–3 smaller sizes (K, or grid points for the
+surface) and extrapolated to the target as fixed cost + linear work: every stage's work is linear
+in K (in points² for the surface) for a given number of passes, so the time is continued from the
+largest measured size with the slope of a least-squares line through the measured times, at most
+the slope through the origin (a fixed cost is not negative), and linearly from one size. The
+contender and its floor are extrapolated alike, and A/B as measured side by side at the largest
+size is printed too. The exponent of K between the measured sizes (log-log) is printed as how the
+cost grows there; it is not used to extrapolate: at these small sizes fixed costs and timing
+noise moved it from 0.47 to 1.39 in one run (2026-12-03), and continuing each time along its own
+power law put the CNN's 41×41 surface at 910 s against a floor of 24,000 s. ``--paper-full``
+measures every stage at its full size.
 
 Two more measurements on the MLP: SPEC §7's row "stochastic full-space terms ≤ 20× 64 Monte Carlo
-draws" at K = 2,000, the two interleaved on one Problem (medians of 3); and how the cheap stages
-grow with N, at widths 48, 128, 256 (N ≈ 45k, 152k, 400k) and K = 1,000 (the exponent of N fitted
-on a log-log scale; printed, no target). One round per size (two for the cheap
-stages), the contender and its floor interleaved. Peak memory is the stage's own (peak RSS above
+draws" at K = 2,000, the two interleaved on one Problem (medians of 5: the 64 draws take about
+0.5 s, and single rounds of either varied by 30 % on the shared host of 2026-12-03); and how the
+cheap stages grow with N, at widths 48, 128, 256 (N ≈ 45k, 152k, 400k) and K = 1,000 (the
+exponent of N fitted on a log-log scale; printed, no target). One round per size (two for the
+cheap stages), the contender and its floor interleaved. Peak memory is the stage's own (peak RSS above
 its start, at the largest size measured); target ≤ 4 GB.
 """
 
@@ -204,11 +213,17 @@ STAGES = {  # name -> (label, stage builder given the size, repeats)
 
 
 def _fit(sizes: list[int], times: list[float], target: int) -> tuple[float, float]:
-    """(time scaled to ``target``, exponent): the last point moved along the log-log fit."""
+    """(time at ``target``, exponent between the measured sizes): the last measured time continued
+    with the slope of the least-squares line through (size, time), capped at the slope through the
+    origin (time / size: no negative fixed cost); linear from a single size or a slope ≤ 0."""
+    last, through_origin = times[-1], times[-1] / sizes[-1]
     if len(sizes) < 2:
-        return times[-1] * target / sizes[-1], math.nan
-    slope = float(np.polyfit(np.log(sizes), np.log(times), 1)[0])
-    return times[-1] * (target / sizes[-1]) ** slope, slope
+        return last * target / sizes[-1], math.nan
+    exponent = float(np.polyfit(np.log(sizes), np.log(times), 1)[0])
+    slope = float(np.polyfit(sizes, times, 1)[0])
+    if not 0 < slope <= through_origin:
+        slope = through_origin
+    return last + slope * (target - sizes[-1]), exponent
 
 
 def _measure(net: Network, stage: str, problems: dict, full: bool) -> dict | None:
@@ -247,8 +262,9 @@ def _measure(net: Network, stage: str, problems: dict, full: bool) -> dict | Non
                 f"{'converged' if result.converged else 'stopped by max_iter'} (at K = {size:,})"
             )
             eigen_runs[size] = (times[-1], result.hvps, extra)
-    value, slope = _fit(sizes, times, target)
-    floor_value, floor_slope = _fit(sizes, floors, target)
+    work = [x**2 for x in sizes] if by_points else sizes  # what the time is linear in
+    value, slope = _fit(work, times, target**2 if by_points else target)
+    floor_value, _ = _fit(work, floors, target**2 if by_points else target)
     measured = sizes[-1] == target
     unit_name = "points per side" if by_points else "K"
     if len(sizes) == 1:
@@ -262,9 +278,11 @@ def _measure(net: Network, stage: str, problems: dict, full: bool) -> dict | Non
     else:
         how = (
             f"measured at {unit_name} = {', '.join(map(str, sizes))}; time ∝ "
-            f"{'points²' if by_points else 'K'}^{slope / (2 if by_points else 1):.2f}"
-            + ("" if measured else f", scaled to {target:,}")
+            f"{'points²' if by_points else 'K'}^{slope:.2f} there"
+            + ("" if measured else f", extrapolated as fixed cost + linear to {target:,}")
         )
+    if not measured:
+        how += f"; A/B measured at {unit_name} = {sizes[-1]:,}: {times[-1] / floors[-1]:.2f}"
     return dict(
         label=label,
         value=value,
@@ -280,7 +298,7 @@ def _measure(net: Network, stage: str, problems: dict, full: bool) -> dict | Non
 
 def _stochastic_vs_monte_carlo(quick: bool) -> Row:
     """SPEC §7's row: the stochastic full-space terms (defaults) against 64 Monte Carlo draws on the
-    same Problem (the MLP at K = 2,000; 500 with ``quick``), interleaved, medians of 3."""
+    same Problem (the MLP at K = 2,000; 500 with ``quick``), interleaved, medians of 5."""
     net = next(iter(NETWORKS.values()))
     prob = _problem(net, 500 if quick else 2_000)
     t = interleaved(
@@ -290,7 +308,7 @@ def _stochastic_vs_monte_carlo(quick: bool) -> Row:
             ),
             "mc": lambda: delta.monte_carlo(prob, SIGMA, 64, progress=False),
         },
-        1 if quick else 3,
+        1 if quick else 5,
     )
     ratio = t["stochastic"].median / t["mc"].median
     notes = curvature.difference_terms(prob, method="hutchinson", progress=False).notes

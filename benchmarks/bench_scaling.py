@@ -8,10 +8,16 @@ uses an MLP 2×64 (N = 7,434) trained for 3 epochs, K = 500 → 4,000. Monte Car
 the full space with the strategy "auto" picks at the largest K, kept for every K; closed form:
 ``difference_terms`` in a d = 8 subspace + ``predict``. The exponent is the slope of log time
 against log K (least squares); fixed per-draw costs (drawing z, the bookkeeping) and matrix
-products that run faster per sample on larger batches pull it below 1 at small K, so the bare
-forward pass over the same draws is timed alongside for reference, and the fixed cost of a call
-is measured at K = 2. Target: time = fixed cost + c·K^α with α within 1 ± 0.2 (the exponent of
-the time above the fixed cost), and the raw exponent not above 1.2.
+products that run faster per sample on larger batches pull it below 1 at small K, and the fixed
+cost of a call is measured at K = 2.
+
+Targets. Nothing may grow faster than linearly: the raw exponent is at most 1.2 for both.
+Monte Carlo must moreover grow as its floor does, the bare forward loop over the same draws timed
+alongside: its exponent within ±0.2 of the floor's. How far below 1 the floor's exponent lies
+depends on the CPU's caches and the batch sizes where its matrix products reach full speed (in
+a full run on 2026-12-03: 0.48 raw and 0.65 above its fixed cost, ours 0.45 and 0.65), which a
+fixed "1 ± 0.2" would test instead of our code. The closed form has no such floor: its exponent
+above the fixed cost must lie within 1 ± 0.2.
 """
 
 from __future__ import annotations
@@ -79,9 +85,14 @@ def run(quick: bool) -> list[Row]:
         above = [v - fixed[name] for v in times[name]]
         return slope(above) if min(above) > 0 else float("nan")
 
+    floor = slope(times["bare"])
     for name in what:
         values = times[name]
         raw, linear = slope(values), linear_slope(name)
+        if name == "monte_carlo":  # grows as the bare forward over the same draws does
+            target, met = "exp floor's ± 0.2", raw <= 1.2 and abs(raw - floor) <= 0.2
+        else:
+            target, met = "exp 1 ± 0.2", raw <= 1.2 and abs(linear - 1) <= 0.2
         rows.append(
             Row(
                 f"6 scaling in K: {name}",
@@ -89,15 +100,15 @@ def run(quick: bool) -> list[Row]:
                 values[-1],
                 f"same at K={ks[0]:,}",
                 values[0],
-                "exp 1 ± 0.2",
-                raw <= 1.2 and abs(linear - 1) <= 0.2,
+                target,
+                met,
                 note=(
                     f"{ds.name}, N={base.num_params:,}; exponent {raw:.2f}, and {linear:.2f} for "
                     f"the time above the fixed cost of a call ({fixed[name]:.3f}s at K=2); times "
                     + ", ".join(f"K={k}: {v:.2f}s" for k, v in zip(ks, values))
                     + (
                         f"\nthe bare forward loop over the same draws (bench_floor's floor): "
-                        f"exponent {slope(times['bare']):.2f}, {linear_slope('bare'):.2f} above "
+                        f"exponent {floor:.2f}, {linear_slope('bare'):.2f} above "
                         f"its {fixed['bare']:.3f}s at K=2; times "
                         + ", ".join(f"{v:.2f}s" for v in times["bare"])
                         if name == "monte_carlo"
