@@ -114,9 +114,10 @@ def _timed_routes(prob: Problem, columns: Tensor) -> Tensor:
     every later block of this Problem (``prob.hvp_route``, ``prob.hvp_timings``).
 
     Which is faster depends on the network, K and the device: on this project's 2-core CPU
-    (float32, 2026-12-03; seconds per column in blocks of 64) forward over reverse took 27 against
-    33 ms on the MNIST MLP 4×128 at K = 2,000, 11 against 13 ms on the mnist1d MLP 2×128 and 1.4
-    against 3.4 ms on digits, but 298 against 274 ms on the CIFAR CNN 4×64 at K = 128. The two
+    (float32, 2026-12-03; time per column in blocks of 64) forward over reverse took 1.4 against
+    3.4 ms on digits, 11 against 13 ms on the mnist1d MLP 2×128, 27 against 33 ms on the MNIST MLP
+    4×128 at K = 2,000 in one measurement but within ±10 % of it in interleaved repeats, and
+    298 against 274 ms on the CIFAR CNN 4×64 at K = 128. The two
     agree to rounding (2.5e-7 relative in float32), so the columns of this first block differ
     from what either route alone gives by that much at most. Before timing, forward over reverse
     runs once on one sample: the first ``torch.func.grad`` of a process costs about 1.6 s of
