@@ -33,8 +33,8 @@ draws" at K = 2,000, the two interleaved on one Problem (medians of 5: the 64 dr
 0.5 s, and single rounds of either varied by 30 % on the shared host of 2026-12-03); and how the
 cheap stages grow with N, at widths 48, 128, 256 (N ≈ 45k, 152k, 400k) and K = 1,000 (the
 exponent of N fitted on a log-log scale; printed, no target). One round per size (two for the
-cheap stages), the contender and its floor interleaved. Peak memory is the stage's own (peak RSS above
-its start, at the largest size measured); target ≤ 4 GB.
+cheap stages), the contender and its floor interleaved. Peak memory is the stage's own (peak RSS
+above its start, at the largest size measured); target ≤ 4 GB.
 """
 
 from __future__ import annotations

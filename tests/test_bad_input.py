@@ -248,16 +248,14 @@ def test_prepare_passes_max_memory_and_checks_it_before_training(tmp_path):
     with pytest.raises(ValueError, match="max_memory=0 must be"):
         experiment.prepare(epochs=1, cache_dir=tmp_path, max_memory=0, **_TINY)
     assert not any(tmp_path.iterdir())  # refused before any training was cached
-    setup = experiment.prepare(epochs=1, cache_dir=None, max_memory=5_000, **_TINY)
-    assert setup.problem.max_memory == 5_000
-    default = experiment.prepare(epochs=1, cache_dir=None, **_TINY).problem.max_memory
-    assert default == default_max_memory(torch.device("cpu"))
+    small = experiment.prepare(epochs=1, cache_dir=None, max_memory=5_000, **_TINY).problem
+    default = experiment.prepare(epochs=1, cache_dir=None, **_TINY).problem
+    assert small.max_memory == 5_000
+    assert default.max_memory == default_max_memory(torch.device("cpu"))
+    assert small.batch_size(small.activation_bytes) < default.num_samples  # it does chunk
     # the budget changes the chunking, not the numbers
-    W = setup.problem.center + 0.1 * torch.randn(3, setup.problem.num_params)
-    torch.testing.assert_close(
-        setup.problem.per_sample_losses(W),
-        experiment.prepare(epochs=1, cache_dir=None, **_TINY).problem.per_sample_losses(W),
-    )
+    W = small.center + 0.1 * torch.randn(3, small.num_params)
+    torch.testing.assert_close(small.per_sample_losses(W), default.per_sample_losses(W))
 
 
 def test_diverged_training_warns_with_the_numbers(tmp_path):

@@ -13,6 +13,7 @@ from torch import nn
 
 from landscape import hessian
 from landscape.hessian import eigen
+from landscape.hessian.operator import FORWARD_COLUMNS
 from landscape.problem import Problem
 
 # -- tiny problems --------------------------------------------------------------------------------
@@ -131,7 +132,8 @@ def test_both_hvp_routes_equal_autograd_in_batches_and_auto_keeps_one(case):
 
     def fresh() -> Problem:
         small = Problem(prob.model, prob.X, prob.y, dtype=torch.float64, device="cpu")
-        small.max_memory = 5 * 17 * small.activation_bytes  # 5 samples per forward-route batch
+        # 5 samples per forward-route batch (activations and FORWARD_COLUMNS tangents each)
+        small.max_memory = 5 * (1 + FORWARD_COLUMNS) * small.activation_bytes
         return small
 
     for route in ("reverse", "forward"):

@@ -96,16 +96,22 @@ def forward_products(prob: Problem, columns: Tensor, width: int = FORWARD_COLUMN
     backward, so its matrix products are ``width`` times wider. Batches of samples hold the
     activations with their ``width`` tangents within ``max_memory``."""
     out = torch.zeros_like(columns)
-    w = prob.center.detach()
     for _, X, y in prob.batches(prob.activation_bytes * (1 + width)):
-
-        def loss(u: Tensor, X: Tensor = X, y: Tensor = y) -> Tensor:
-            return prob.sample_losses(u, X, y).sum() / prob.num_samples
-
-        product = vmap(lambda t: jvp(grad(loss), (w,), (t,))[1])
+        product = _batch_products(prob, X, y)
         for j in range(0, columns.shape[1], width):
             out[:, j : j + width] += product(columns[:, j : j + width].T).T
     return out
+
+
+def _batch_products(prob: Problem, X: Tensor, y: Tensor):
+    """The function (m, N) rows t_j -> (m, N) rows ∇_w ⟨∇_w (1/K) Σ_{i∈batch} l_i, t_j⟩ at w*:
+    ``jvp`` of ``grad`` over the samples (X, y), vmapped over the rows."""
+    w = prob.center.detach()
+
+    def loss(u: Tensor) -> Tensor:
+        return prob.sample_losses(u, X, y).sum() / prob.num_samples
+
+    return vmap(lambda t: jvp(grad(loss), (w,), (t,))[1])
 
 
 def _timed_routes(prob: Problem, columns: Tensor) -> Tensor:
@@ -117,18 +123,15 @@ def _timed_routes(prob: Problem, columns: Tensor) -> Tensor:
     (float32, 2026-12-03; time per column in blocks of 64) forward over reverse took 1.4 against
     3.4 ms on digits, 11 against 13 ms on the mnist1d MLP 2×128, 27 against 33 ms on the MNIST MLP
     4×128 at K = 2,000 in one measurement but within ±10 % of it in interleaved repeats, and
-    298 against 274 ms on the CIFAR CNN 4×64 at K = 128. The two
-    agree to rounding (2.5e-7 relative in float32), so the columns of this first block differ
-    from what either route alone gives by that much at most. Before timing, forward over reverse
-    runs once on one sample: the first ``torch.func.grad`` of a process costs about 1.6 s of
-    set-up (measured on that MLP), which the per-sample routes pay anyway and which is not a
-    cost of this route.
+    298 against 274 ms on the CIFAR CNN 4×64 at K = 128. The two agree to rounding (2.5e-7
+    relative in float32), so the columns of this first block differ from what either route alone
+    gives by that much at most. Before timing, forward over reverse runs once on one sample: the
+    first ``torch.func.grad`` of a process costs about 1.6 s of set-up (measured on that MLP),
+    which any later ``torch.func`` call of the process would pay and which is not a cost of this
+    route.
     """
     width = FORWARD_COLUMNS
-    X, y, w = prob.X[:1], prob.y[:1], prob.center.detach()  # the set-up, on one sample: see below
-    vmap(lambda t: jvp(grad(lambda u: prob.sample_losses(u, X, y).sum()), (w,), (t,))[1])(
-        columns[:, :2].T
-    )
+    _batch_products(prob, prob.X[:1], prob.y[:1])(columns[:, :2].T)  # the set-up: see above
     out = torch.empty_like(columns)
     seconds = {}
     for route, cols, products in (
